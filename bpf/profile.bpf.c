@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* On-CPU sampling: a perf_event program on every CPU streams one record per
+ * sample (kernel stack, frame-pointer user stack, user registers and an
+ * optional copy of the top of the user stack) through a ring buffer. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "flameprobe.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Per-run settings, fixed between open and load. */
+const volatile __u32 filter_mode = FILTER_ALL;
+const volatile bool include_idle = false;
+const volatile bool follow_children = false;
+const volatile __u32 stack_copy_size = 0; /* multiple of STACK_COPY_PAGE, <= MAX_STACK_COPY */
+
+/* Dummy instances so the skeleton's BTF carries the shared types for Rust. */
+struct sample_hdr _sample_hdr = {};
+enum record_kind _record_kind = 0;
+enum filter_mode _filter_mode = 0;
+enum sample_flags _sample_flags = 0;
+enum stat_idx _stat_idx = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024); /* resized from user space */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool wanted(__u32 tgid)
+{
+	if (tgid == 0)
+		return include_idle && filter_mode == FILTER_ALL;
+	if (filter_mode == FILTER_ALL)
+		return true;
+	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
+/* Copy up to stack_copy_size bytes of user stack from sp, page by page so
+ * that a stack whose top is closer than stack_copy_size still yields every
+ * readable byte. Returns the number of bytes copied. */
+static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp)
+{
+	__u32 size = stack_copy_size;
+	__u32 off = STACK_COPY_PAGE - (sp & (STACK_COPY_PAGE - 1));
+
+	if (off > size)
+		off = size;
+	if (bpf_probe_read_user(dst, off, (void *)sp))
+		return 0;
+	for (int i = 0; i < MAX_STACK_COPY / STACK_COPY_PAGE; i++) {
+		if (off > size - STACK_COPY_PAGE || off > MAX_STACK_COPY - STACK_COPY_PAGE)
+			break;
+		if (bpf_probe_read_user(dst + off, STACK_COPY_PAGE, (void *)(sp + off)))
+			break;
+		off += STACK_COPY_PAGE;
+	}
+	return off;
+}
+
+SEC("perf_event")
+int on_cpu_sample(struct bpf_perf_event_data *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 tid = (__u32)id;
+
+	if (!wanted(tgid))
+		return 0;
+	count(STAT_SAMPLES);
+
+	struct sample_hdr *s = bpf_ringbuf_reserve(&events, sizeof(*s) + stack_copy_size, 0);
+	if (!s) {
+		count(STAT_LOST);
+		return 0;
+	}
+
+	struct task_struct *task = bpf_get_current_task_btf();
+	s->kind = RECORD_CPU_SAMPLE;
+	s->pid = tgid;
+	s->tid = tid;
+	s->cpu = bpf_get_smp_processor_id();
+	s->ts = bpf_ktime_get_ns();
+	s->cgroup_id = bpf_get_current_cgroup_id();
+	s->flags = 0;
+	s->stack_copy_len = 0;
+	s->ip = s->sp = s->bp = 0;
+	bpf_get_current_comm(s->comm, sizeof(s->comm));
+	BPF_CORE_READ_STR_INTO(&s->proc_comm, task, group_leader, comm);
+
+	s->kstack_len = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
+
+	bool kthread = (task->flags & 0x00200000 /* PF_KTHREAD */) || !task->mm;
+	if (kthread) {
+		s->flags |= SAMPLE_KERNEL_THREAD;
+		s->ustack_len = 0;
+	} else {
+		s->ustack_len = bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK);
+
+		struct pt_regs *regs = (struct pt_regs *)&ctx->regs;
+		__u64 ip = 0, sp = 0, bp = 0, cs = 0;
+		bpf_probe_read_kernel(&cs, sizeof(cs), &regs->cs);
+		if ((cs & 3) == 3) {
+			bpf_probe_read_kernel(&ip, sizeof(ip), &regs->ip);
+			bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp);
+			bpf_probe_read_kernel(&bp, sizeof(bp), &regs->bp);
+		} else {
+			struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
+			s->flags |= SAMPLE_IN_KERNEL;
+			ip = BPF_CORE_READ(uregs, ip);
+			sp = BPF_CORE_READ(uregs, sp);
+			bp = BPF_CORE_READ(uregs, bp);
+		}
+		s->ip = ip;
+		s->sp = sp;
+		s->bp = bp;
+		s->flags |= SAMPLE_USER_REGS;
+		if (stack_copy_size && sp) {
+			s->stack_copy_len = copy_user_stack((__u8 *)(s + 1), sp);
+			if (!s->stack_copy_len)
+				count(STAT_COPY_FAILED);
+		}
+	}
+
+	bpf_ringbuf_submit(s, 0);
+	return 0;
+}
+
+/* Follow children of target processes (`-- CMD` mode). */
+SEC("tracepoint/sched/sched_process_fork")
+int on_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	if (!follow_children || filter_mode != FILTER_PIDS)
+		return 0;
+	__u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&targets, &parent_tgid))
+		return 0;
+	__u32 child = ctx->child_pid;
+	__u8 one = 1;
+	bpf_map_update_elem(&targets, &child, &one, BPF_ANY);
+	return 0;
+}

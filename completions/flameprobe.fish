@@ -1,0 +1,55 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_flameprobe_global_optspecs
+    string join \n v/verbose h/help V/version
+end
+
+function __fish_flameprobe_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_flameprobe_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_flameprobe_using_subcommand
+    set -l cmd (__fish_flameprobe_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -s h -l help -d 'Print help'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -s V -l version -d 'Print version'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" -d 'Print shell completions to stdout'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s p -l pid -d 'Profile these processes (all their threads); repeat or comma-separate' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'Interactive flame graph (SVG)'
+folded\t'Folded stacks: `frame;frame;... count` per line'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l unwind -d 'How user stacks are unwound' -r -f -a "fp\t'Frame pointers walked in the kernel (cheapest record)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l title -d 'Title of the SVG' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l no-threads -d 'Do not add a frame with the thread name under each process'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s q -l quiet -d 'No progress line and no summary on stderr'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s h -l help -d 'Print help'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

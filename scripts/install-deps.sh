@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages flameprobe needs to build and test, if missing.
+# Idempotent and quiet when everything is present. Needs root for apt-get.
+set -euo pipefail
+
+packages=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm util-linux
+          linux-perf golang-go)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo not found: install a Rust toolchain (1.80 or newer), e.g. with rustup" >&2
+    exit 1
+fi

@@ -1,0 +1,204 @@
+//! Command-line types (clap derive) and their conversion into plain
+//! configuration. Only `main` uses this module.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, RecordConfig};
+use crate::output::{Destination, Format};
+use crate::target::TargetSpec;
+use crate::unwind::UnwindMode;
+
+/// eBPF flame-graph profiler for Linux: processes, containers, the whole
+/// machine, or a command it launches.
+#[derive(Debug, Parser)]
+#[command(name = "flameprobe", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 success, 1 error, 2 usage error.")]
+pub struct Cli {
+    /// More messages on stderr (-v: details and libbpf's log, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Record a flame graph of where targets spend CPU time.
+    Record(RecordArgs),
+    /// Print shell completions to stdout.
+    Completions {
+        /// Shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+    /// Write completions and man pages into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Directory that receives completions/ and man/.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sudo flameprobe record -p 1234 -d 30s -o app.svg
+  sudo flameprobe record -d 10s -o system.svg          (whole machine)
+  sudo flameprobe record -o - -- ./my-benchmark --quick | grep main
+Exit codes: 0 success, 1 error, 2 usage error.")]
+pub struct RecordArgs {
+    /// Profile these processes (all their threads); repeat or comma-separate.
+    #[arg(
+        short,
+        long = "pid",
+        value_name = "PID[,PID...]",
+        value_delimiter = ','
+    )]
+    pub pids: Vec<u32>,
+    /// Profile the whole machine (the default when no target is given).
+    #[arg(short, long, conflicts_with = "pids")]
+    pub all: bool,
+    /// How long to record: e.g. 500ms, 30s, 2m.
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub duration: Duration,
+    /// Samples per second on each CPU.
+    #[arg(short = 'F', long, default_value_t = 99, value_parser = parse_frequency_arg)]
+    pub frequency: u64,
+    /// Output file; `-` writes folded stacks to stdout.
+    #[arg(short, long, default_value = "flame.svg")]
+    pub output: PathBuf,
+    /// Output format (default: from the file extension).
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+    /// Include the idle task (CPU time spent idle) in whole-system profiles.
+    #[arg(long)]
+    pub include_idle: bool,
+    /// Do not add a frame with the thread name under each process.
+    #[arg(long)]
+    pub no_threads: bool,
+    /// How user stacks are unwound.
+    #[arg(long, value_enum, default_value_t = UnwindMode::default_mode())]
+    pub unwind: UnwindMode,
+    /// Title of the SVG.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// No progress line and no summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Command to launch and profile (with its children) until it exits.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
+
+fn parse_frequency_arg(s: &str) -> Result<u64, String> {
+    config::parse_frequency(s)
+}
+
+impl RecordArgs {
+    pub fn into_config(self) -> Result<RecordConfig, String> {
+        let target = if !self.command.is_empty() {
+            if self.all || !self.pids.is_empty() {
+                return Err("a command (after --) cannot be combined with --pid or --all".into());
+            }
+            TargetSpec::Command(self.command)
+        } else if !self.pids.is_empty() {
+            TargetSpec::Pids(self.pids)
+        } else {
+            TargetSpec::System
+        };
+        let destination = Destination::parse(&self.output);
+        let format = match (self.format, &destination) {
+            (Some(f), _) => f,
+            (None, Destination::Stdout) => Format::Folded,
+            (None, Destination::File(p)) => Format::from_path(p).ok_or_else(|| {
+                format!(
+                    "cannot tell the output format from '{}': use a .svg, .folded or .txt \
+                     name, or pass --format",
+                    p.display()
+                )
+            })?,
+        };
+        Ok(RecordConfig {
+            target,
+            duration: self.duration,
+            frequency: self.frequency,
+            destination,
+            format,
+            include_idle: self.include_idle,
+            threads: !self.no_threads,
+            unwind: self.unwind,
+            title: self.title,
+            quiet: self.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn record(args: &[&str]) -> Result<RecordConfig, String> {
+        let mut full = vec!["flameprobe", "record"];
+        full.extend_from_slice(args);
+        let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
+        match cli.command {
+            Cmd::Record(r) => r.into_config(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let c = record(&[]).unwrap();
+        assert_eq!(c.target, TargetSpec::System);
+        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(c.frequency, 99);
+        assert_eq!(c.format, Format::Svg);
+        assert!(c.threads);
+    }
+
+    #[test]
+    fn pids_repeat_and_comma_separate() {
+        let c = record(&["-p", "1,2", "--pid", "3"]).unwrap();
+        assert_eq!(c.target, TargetSpec::Pids(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn command_after_double_dash() {
+        let c = record(&["-o", "-", "--", "ls", "-l"]).unwrap();
+        assert_eq!(
+            c.target,
+            TargetSpec::Command(vec!["ls".into(), "-l".into()])
+        );
+        assert_eq!(c.format, Format::Folded);
+        assert_eq!(c.destination, Destination::Stdout);
+        assert!(record(&["-p", "1", "--", "ls"]).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(record(&["-d", "0s"]).is_err());
+        assert!(record(&["-d", "ten"]).is_err());
+        assert!(record(&["-F", "0"]).is_err());
+        assert!(record(&["-a", "-p", "1"]).is_err());
+        let err = record(&["-o", "x.png"]).unwrap_err();
+        assert!(err.contains("--format"), "{err}");
+        assert_eq!(
+            record(&["-o", "x.png", "-f", "svg"]).unwrap().format,
+            Format::Svg
+        );
+    }
+}

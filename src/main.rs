@@ -1,0 +1,66 @@
+//! flameprobe: eBPF flame-graph profiler. `main` parses arguments, sets up
+//! logging, dispatches and maps errors to exit codes; nothing else.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use flameprobe::cli::{Cli, Cmd};
+use flameprobe::{generate, record};
+
+/// Exit codes (documented in README and --help).
+const EXIT_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Cmd::Record(args) => match args.into_config() {
+            Ok(config) => record::run(&config),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        Cmd::Completions { shell } => generate::completions(shell, &mut io::stdout()),
+        Cmd::Generate { dir } => generate::all(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// A reader that went away (`flameprobe ... -o - | head`) is a normal end.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(false)
+        .format_timestamp(None)
+        .parse_env("FLAMEPROBE_LOG")
+        .init();
+}

@@ -1,0 +1,119 @@
+//! Output writers. Each is a function from `&Profile` to `impl Write`; this
+//! module picks the format and writes files atomically.
+
+pub mod atomic;
+pub mod folded;
+pub mod svg;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::profile::Profile;
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Interactive flame graph (SVG).
+    Svg,
+    /// Folded stacks: `frame;frame;... count` per line.
+    Folded,
+}
+
+impl Format {
+    /// The format implied by a file name, if its extension names one.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        if name.ends_with(".svg") {
+            Some(Format::Svg)
+        } else if name.ends_with(".folded") || name.ends_with(".txt") {
+            Some(Format::Folded)
+        } else {
+            None
+        }
+    }
+}
+
+/// Where output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Destination {
+    pub fn parse(arg: &Path) -> Destination {
+        if arg.as_os_str() == "-" {
+            Destination::Stdout
+        } else {
+            Destination::File(arg.to_path_buf())
+        }
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Stdout => f.write_str("standard output"),
+            Destination::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Options shared by the writers.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub svg: svg::SvgOptions,
+    pub folded: crate::profile::FrameNameOptions,
+}
+
+/// Writes `profile` in `format` to any writer.
+pub fn write_to(
+    profile: &Profile,
+    format: Format,
+    opts: &WriteOptions,
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    match format {
+        Format::Folded => folded::write(profile, &opts.folded, w),
+        Format::Svg => svg::write(profile, &opts.svg, &opts.folded, w),
+    }
+}
+
+/// Writes `profile` to its destination: files atomically (temp + rename),
+/// stdout directly (a closed pipe surfaces as `BrokenPipe`).
+pub fn write(
+    profile: &Profile,
+    format: Format,
+    opts: &WriteOptions,
+    dest: &Destination,
+) -> io::Result<()> {
+    match dest {
+        Destination::Stdout => {
+            let stdout = io::stdout();
+            let mut lock = io::BufWriter::new(stdout.lock());
+            write_to(profile, format, opts, &mut lock)?;
+            lock.flush()
+        }
+        Destination::File(path) => atomic::write_file(path, |w| write_to(profile, format, opts, w)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_from_extension() {
+        assert_eq!(
+            Format::from_path(Path::new("a/flame.SVG")),
+            Some(Format::Svg)
+        );
+        assert_eq!(
+            Format::from_path(Path::new("x.folded")),
+            Some(Format::Folded)
+        );
+        assert_eq!(Format::from_path(Path::new("x.txt")), Some(Format::Folded));
+        assert_eq!(Format::from_path(Path::new("x.bin")), None);
+        assert_eq!(Destination::parse(Path::new("-")), Destination::Stdout);
+    }
+}

@@ -1,0 +1,103 @@
+//! Interactive SVG flame graphs, drawn by inferno from folded lines.
+
+use std::io::{self, Write};
+
+use inferno::flamegraph::color::{BasicPalette, MultiPalette, Palette};
+use inferno::flamegraph::{self, Direction};
+
+use super::folded;
+use crate::profile::{FrameNameOptions, Profile, Unit};
+
+/// SVG-only options.
+#[derive(Clone, Debug, Default)]
+pub struct SvgOptions {
+    /// Title; a default naming the probe is used when empty.
+    pub title: Option<String>,
+    /// Icicle graph (root at the top).
+    pub reverse: bool,
+    /// Palette name as inferno knows it (`hot`, `mem`, `java`, ...).
+    pub colors: Option<String>,
+    /// Omit frames narrower than this many pixels.
+    pub min_width: Option<f64>,
+}
+
+/// The subtitle line: target, duration, frequency and total weight.
+pub fn subtitle(profile: &Profile) -> String {
+    let m = &profile.meta;
+    let mut parts = Vec::new();
+    if !m.target.is_empty() {
+        parts.push(m.target.clone());
+    }
+    if m.duration_ns > 0 {
+        parts.push(format!("{:.1}s", m.duration_ns as f64 / 1e9));
+    }
+    if let Some(hz) = m.frequency {
+        parts.push(format!("{hz} Hz"));
+    }
+    match profile.unit {
+        Unit::Samples { .. } => parts.push(format!("{} samples", profile.total_weight())),
+        Unit::Bytes => parts.push(format!(
+            "{} bytes in {} allocations",
+            profile.total_weight(),
+            profile.total_count()
+        )),
+        Unit::Count => parts.push(format!("total {}", profile.total_weight())),
+    }
+    if m.lost > 0 {
+        parts.push(format!("{} lost", m.lost));
+    }
+    parts.join(", ")
+}
+
+fn default_title(profile: &Profile) -> String {
+    match profile.unit {
+        Unit::Bytes => "Memory Flame Graph (outstanding bytes)".into(),
+        Unit::Samples { .. } if profile.meta.probe == "offcpu" => "Off-CPU Flame Graph".into(),
+        Unit::Samples { .. } => "CPU Flame Graph".into(),
+        Unit::Count => "Flame Graph".into(),
+    }
+}
+
+fn palette(profile: &Profile, name: Option<&str>) -> io::Result<Palette> {
+    match name {
+        Some(n) => n.parse::<Palette>().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("unknown colors: {e}"))
+        }),
+        None => Ok(match profile.unit {
+            Unit::Bytes => Palette::Basic(BasicPalette::Mem),
+            _ => Palette::Multi(MultiPalette::Java),
+        }),
+    }
+}
+
+pub fn write(
+    profile: &Profile,
+    opts: &SvgOptions,
+    names: &FrameNameOptions,
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    let lines: Vec<String> = folded::lines(profile, names)
+        .into_iter()
+        .map(|(stack, weight)| format!("{stack} {weight}"))
+        .collect();
+    if lines.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the profile has no samples to draw",
+        ));
+    }
+    let mut o = flamegraph::Options::default();
+    o.title = opts.title.clone().unwrap_or_else(|| default_title(profile));
+    o.subtitle = Some(subtitle(profile));
+    o.count_name = profile.unit.name().to_string();
+    o.colors = palette(profile, opts.colors.as_deref())?;
+    o.deterministic = true;
+    if opts.reverse {
+        o.direction = Direction::Inverted;
+        o.reverse_stack_order = false;
+    }
+    if let Some(mw) = opts.min_width {
+        o.min_width = mw;
+    }
+    flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), w)
+}

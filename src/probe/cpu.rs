@@ -1,0 +1,310 @@
+//! On-CPU sampling: a perf_event BPF program on every online CPU streams one
+//! record per sample through a ring buffer.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+
+use super::perf;
+use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
+use super::setup::{ensure_tracefs, ProbeError};
+
+/// Largest user-stack copy the BPF program supports (bytes).
+pub const MAX_STACK_COPY: u32 = 64 * 1024;
+const STACK_COPY_PAGE: u32 = 4096;
+
+/// Which tasks are sampled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Every task on the machine.
+    All,
+    /// Processes (thread groups) with these pids.
+    Pids(Vec<u32>),
+}
+
+/// Settings of one recording.
+#[derive(Clone, Debug)]
+pub struct CpuConfig {
+    pub filter: Filter,
+    /// Add processes forked by targets to the targets.
+    pub follow_children: bool,
+    pub include_idle: bool,
+    pub frequency: u64,
+    /// Bytes of user stack copied per sample (0 = none, frame pointers only).
+    pub stack_copy_size: u32,
+}
+
+/// One sample as the BPF program recorded it.
+pub struct CpuSample<'a> {
+    hdr: types::sample_hdr,
+    stack: &'a [u8],
+}
+
+impl<'a> CpuSample<'a> {
+    /// Parses a ring-buffer record; `None` if it is not a CPU sample.
+    pub fn parse(data: &'a [u8]) -> Option<Self> {
+        let size = std::mem::size_of::<types::sample_hdr>();
+        if data.len() < size {
+            return None;
+        }
+        // SAFETY: the record is at least as long as the header, which is a
+        // plain-old-data type generated from the program's BTF.
+        let hdr: types::sample_hdr = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        if hdr.kind != types::record_kind::RECORD_CPU_SAMPLE.0 {
+            return None;
+        }
+        let copied = (hdr.stack_copy_len as usize).min(data.len() - size);
+        Some(CpuSample {
+            hdr,
+            stack: &data[size..size + copied],
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.hdr.pid
+    }
+    pub fn tid(&self) -> u32 {
+        self.hdr.tid
+    }
+    pub fn timestamp_ns(&self) -> u64 {
+        self.hdr.ts
+    }
+    pub fn cgroup_id(&self) -> u64 {
+        self.hdr.cgroup_id
+    }
+    /// Thread name.
+    pub fn thread_name(&self) -> String {
+        c_string(&self.hdr.comm)
+    }
+    /// Process (thread group leader) name.
+    pub fn process_name(&self) -> String {
+        c_string(&self.hdr.proc_comm)
+    }
+    /// Kernel return addresses, leaf first.
+    pub fn kernel_stack(&self) -> &[u64] {
+        stack_slice(&self.hdr.kstack, self.hdr.kstack_len)
+    }
+    /// User return addresses from frame-pointer walking, leaf first.
+    pub fn user_fp_stack(&self) -> &[u64] {
+        stack_slice(&self.hdr.ustack, self.hdr.ustack_len)
+    }
+    pub fn is_kernel_thread(&self) -> bool {
+        self.hdr.flags & types::sample_flags::SAMPLE_KERNEL_THREAD.0 != 0
+    }
+    /// User registers (ip, sp, bp) when the task has a user context.
+    pub fn user_regs(&self) -> Option<UserRegs> {
+        (self.hdr.flags & types::sample_flags::SAMPLE_USER_REGS.0 != 0).then_some(UserRegs {
+            ip: self.hdr.ip,
+            sp: self.hdr.sp,
+            bp: self.hdr.bp,
+        })
+    }
+    /// Bytes copied from the user stack, starting at `user_regs().sp`.
+    pub fn user_stack_bytes(&self) -> &'a [u8] {
+        self.stack
+    }
+}
+
+/// User-mode registers captured with a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+fn stack_slice(stack: &[u64], len_bytes: i32) -> &[u64] {
+    let n = usize::try_from(len_bytes).unwrap_or(0) / 8;
+    &stack[..n.min(stack.len())]
+}
+
+fn c_string(raw: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Counters kept by the BPF program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuStats {
+    /// Samples that passed the target filter.
+    pub samples: u64,
+    /// Samples dropped because the ring buffer was full.
+    pub lost: u64,
+    /// Samples whose user stack could not be copied.
+    pub copy_failed: u64,
+}
+
+/// An attached on-CPU sampler; detaches when dropped.
+pub struct CpuProbe<'obj> {
+    skel: ProfileSkel<'obj>,
+    ring: RingBuffer<'static>,
+    // Dropped after `ring` and before `skel`; each perf event link also
+    // owns (and closes) its perf event.
+    _links: Vec<Link>,
+}
+
+impl<'obj> CpuProbe<'obj> {
+    /// Loads and attaches the sampler. `on_sample` receives every record.
+    pub fn attach(
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        config: &CpuConfig,
+        mut on_sample: impl FnMut(&CpuSample<'_>) + 'static,
+    ) -> Result<Self, ProbeError> {
+        let load = |e: libbpf_rs::Error| ProbeError::Load(format!("{e:#}"));
+        let attach =
+            |what: &str, e: &dyn std::fmt::Display| ProbeError::Attach(format!("{what}: {e:#}"));
+        let mut open = ProfileSkelBuilder::default().open(storage).map_err(load)?;
+        {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
+            rodata.filter_mode = match config.filter {
+                Filter::All => types::filter_mode::FILTER_ALL.0,
+                Filter::Pids(_) => types::filter_mode::FILTER_PIDS.0,
+            };
+            rodata.include_idle = config.include_idle;
+            rodata.follow_children = config.follow_children;
+            rodata.stack_copy_size = stack_copy_size(config.stack_copy_size);
+        }
+        open.maps
+            .events
+            .set_max_entries(ring_buffer_bytes(config))
+            .map_err(load)?;
+        let skel = open.load().map_err(load)?;
+
+        if let Filter::Pids(pids) = &config.filter {
+            for &pid in pids {
+                add_target(&skel, pid).map_err(|e| attach("target map", &e))?;
+            }
+        }
+        let mut links = Vec::new();
+        if config.follow_children {
+            ensure_tracefs();
+            links.push(
+                skel.progs
+                    .on_fork
+                    .attach()
+                    .map_err(|e| attach("sched_process_fork tracepoint", &e))?,
+            );
+        }
+        let cpus = perf::online_cpus().map_err(|e| attach("online CPUs", &e))?;
+        for cpu in cpus {
+            let fd = perf::open_cpu_clock(cpu, config.frequency)
+                .map_err(|e| attach(&format!("perf event on CPU {cpu}"), &e))?;
+            links.push(
+                skel.progs
+                    .on_cpu_sample
+                    .attach_perf_event(fd.as_raw_fd())
+                    .map_err(|e| attach("perf event program", &e))?,
+            );
+            // The link owns the perf event now and closes it on detach.
+            let _ = fd.into_raw_fd();
+        }
+
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&skel.maps.events, move |data: &[u8]| {
+                if let Some(sample) = CpuSample::parse(data) {
+                    on_sample(&sample);
+                }
+                0
+            })
+            .map_err(load)?;
+        let ring = builder.build().map_err(load)?;
+        Ok(CpuProbe {
+            skel,
+            ring,
+            _links: links,
+        })
+    }
+
+    /// Adds a process to the targets (for `Filter::Pids`).
+    pub fn add_target(&self, pid: u32) -> Result<(), ProbeError> {
+        add_target(&self.skel, pid).map_err(|e| ProbeError::Attach(format!("target map: {e:#}")))
+    }
+
+    /// Delivers pending records, waiting up to `timeout` for the first one.
+    pub fn poll(&self, timeout: Duration) {
+        if let Err(e) = self.ring.poll(timeout) {
+            // EINTR from Ctrl-C is expected; anything else is worth a note.
+            log::debug!("ring buffer poll: {e}");
+        }
+    }
+
+    /// Delivers everything still queued.
+    pub fn drain(&self) {
+        if let Err(e) = self.ring.consume() {
+            log::debug!("ring buffer consume: {e}");
+        }
+    }
+
+    /// The program's counters, summed over CPUs.
+    pub fn stats(&self) -> CpuStats {
+        let read = |idx: types::stat_idx| -> u64 {
+            let key = idx.0.to_ne_bytes();
+            match self.skel.maps.stats.lookup_percpu(&key, MapFlags::ANY) {
+                Ok(Some(per_cpu)) => per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8))
+                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+                    .sum(),
+                _ => 0,
+            }
+        };
+        CpuStats {
+            samples: read(types::stat_idx::STAT_SAMPLES),
+            lost: read(types::stat_idx::STAT_LOST),
+            copy_failed: read(types::stat_idx::STAT_COPY_FAILED),
+        }
+    }
+}
+
+fn add_target(skel: &ProfileSkel<'_>, pid: u32) -> libbpf_rs::Result<()> {
+    skel.maps
+        .targets
+        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
+}
+
+/// The copy size the BPF program gets: whole pages, at most MAX_STACK_COPY.
+pub fn stack_copy_size(requested: u32) -> u32 {
+    let pages = requested.div_ceil(STACK_COPY_PAGE);
+    (pages * STACK_COPY_PAGE).min(MAX_STACK_COPY)
+}
+
+/// Ring buffer size: room for about half a second of samples on every CPU
+/// at the configured rate, as a power of two between 4 MiB and 256 MiB.
+fn ring_buffer_bytes(config: &CpuConfig) -> u32 {
+    let record = std::mem::size_of::<types::sample_hdr>() as u64
+        + u64::from(stack_copy_size(config.stack_copy_size))
+        + 8;
+    let cpus = perf::online_cpus().map(|c| c.len()).unwrap_or(1) as u64;
+    let want = record * config.frequency.max(1) * cpus / 2;
+    want.clamp(4 << 20, 256 << 20).next_power_of_two() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_copy_rounds_to_pages_and_caps() {
+        assert_eq!(stack_copy_size(0), 0);
+        assert_eq!(stack_copy_size(1), 4096);
+        assert_eq!(stack_copy_size(16 * 1024), 16 * 1024);
+        assert_eq!(stack_copy_size(1 << 20), MAX_STACK_COPY);
+    }
+
+    #[test]
+    fn parse_rejects_short_records() {
+        assert!(CpuSample::parse(&[0u8; 8]).is_none());
+    }
+}

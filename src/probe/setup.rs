@@ -1,0 +1,115 @@
+//! Checks that BPF profiling can work here, with errors that say how to fix
+//! what is missing, and routing of libbpf's own log into ours.
+
+use std::fs;
+use std::path::Path;
+
+use crate::proc;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Why a probe cannot be used, each with the fix in its message.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "missing capability {missing}: flameprobe loads BPF programs and opens perf events, \
+         which needs CAP_BPF and CAP_PERFMON (or root); run it with sudo, or grant them with \
+         `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep $(command -v flameprobe)`"
+    )]
+    MissingCapability { missing: String },
+    #[error(
+        "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): flameprobe needs a kernel \
+         built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4 have it)"
+    )]
+    NoBtf,
+    #[error("loading the BPF program failed: {0} (run with -v to see libbpf's log)")]
+    Load(String),
+    #[error("attaching the BPF program failed: {0}")]
+    Attach(String),
+}
+
+/// Checks privileges and BTF before any BPF work, and routes libbpf's log.
+pub fn check_bpf_support() -> Result<(), ProbeError> {
+    route_libbpf_log();
+    let cap_eff = proc::read_status(std::process::id())
+        .map(|s| s.cap_eff)
+        .unwrap_or(0);
+    if let Some(missing) = missing_capabilities(cap_eff) {
+        return Err(ProbeError::MissingCapability { missing });
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(ProbeError::NoBtf);
+    }
+    Ok(())
+}
+
+/// Names the missing capabilities, or `None` when BPF profiling is allowed.
+/// CAP_SYS_ADMIN alone also suffices (kernels before 5.8 know nothing else).
+pub fn missing_capabilities(cap_eff: u64) -> Option<String> {
+    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return None;
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(cap, _)| !has(*cap))
+        .map(|(_, name)| name)
+        .collect();
+    (!missing.is_empty()).then(|| missing.join(" and "))
+}
+
+/// Tracepoints are attached through tracefs; mount it when the system has
+/// not (it stays mounted, as on any system where tracing was used).
+pub fn ensure_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return;
+    }
+    let _ = fs::create_dir_all(dir);
+    if let Err(e) = nix::mount::mount(
+        Some("tracefs"),
+        dir,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    ) {
+        log::warn!("could not mount tracefs at {}: {e}", dir.display());
+    } else {
+        log::debug!("mounted tracefs at {}", dir.display());
+    }
+}
+
+fn route_libbpf_log() {
+    fn print(level: libbpf_rs::PrintLevel, msg: String) {
+        let msg = msg.trim_end();
+        match level {
+            libbpf_rs::PrintLevel::Warn => log::info!(target: "libbpf", "{msg}"),
+            _ => log::debug!(target: "libbpf", "{msg}"),
+        }
+    }
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, print)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_missing_capabilities() {
+        assert_eq!(
+            missing_capabilities(0).as_deref(),
+            Some("CAP_BPF and CAP_PERFMON")
+        );
+        assert_eq!(
+            missing_capabilities(1 << CAP_BPF).as_deref(),
+            Some("CAP_PERFMON")
+        );
+        assert_eq!(
+            missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)),
+            None
+        );
+        assert_eq!(missing_capabilities(1 << CAP_SYS_ADMIN), None);
+    }
+}

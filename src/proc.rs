@@ -1,0 +1,207 @@
+//! Pure parsers for the /proc files flameprobe reads, plus thin readers.
+//!
+//! Parsers take the file's text and never touch the file system, so they are
+//! unit-tested on real /proc text.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub readable: bool,
+    pub executable: bool,
+    pub offset: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+    /// Path or pseudo name (`[stack]`, `[vdso]`); empty for anonymous maps.
+    pub path: String,
+    /// The path ended in ` (deleted)` (file replaced or removed).
+    pub deleted: bool,
+}
+
+impl MapEntry {
+    /// Backed by a regular file (not anonymous, not `[pseudo]`).
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.path.starts_with('/')
+    }
+
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+}
+
+/// Parses the text of `/proc/PID/maps`. Malformed lines are skipped.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    text.lines().filter_map(parse_maps_line).collect()
+}
+
+fn parse_maps_line(line: &str) -> Option<MapEntry> {
+    // start-end perms offset dev inode   path (path may contain spaces)
+    let mut rest = line;
+    let mut field = || -> Option<&str> {
+        let t = rest.trim_start();
+        let end = t.find(' ').unwrap_or(t.len());
+        let (f, r) = t.split_at(end);
+        rest = r;
+        (!f.is_empty()).then_some(f)
+    };
+    let range = field()?;
+    let perms = field()?;
+    let offset = field()?;
+    let dev = field()?;
+    let inode = field()?;
+    let path = rest.trim_start();
+    let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
+    let (path, deleted) = match path.strip_suffix(" (deleted)") {
+        Some(p) => (p, true),
+        None => (path, false),
+    };
+    let perms = perms.as_bytes();
+    Some(MapEntry {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        readable: perms.first() == Some(&b'r'),
+        executable: perms.get(2) == Some(&b'x'),
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        dev_major: u32::from_str_radix(major, 16).ok()?,
+        dev_minor: u32::from_str_radix(minor, 16).ok()?,
+        inode: inode.parse().ok()?,
+        path: path.to_string(),
+        deleted,
+    })
+}
+
+/// The fields of `/proc/PID/status` flameprobe uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    pub tgid: u32,
+    /// The pid in each nested pid namespace, outermost first.
+    pub nspid: Vec<u32>,
+    /// Effective capabilities bit set.
+    pub cap_eff: u64,
+    /// File mode creation mask.
+    pub umask: Option<u32>,
+}
+
+/// Parses the text of `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Status {
+    let mut s = Status::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "Name" => s.name = value.to_string(),
+            "Tgid" => s.tgid = value.parse().unwrap_or(0),
+            "NSpid" => {
+                s.nspid = value
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            }
+            "CapEff" => s.cap_eff = u64::from_str_radix(value, 16).unwrap_or(0),
+            "Umask" => s.umask = u32::from_str_radix(value, 8).ok(),
+            _ => {}
+        }
+    }
+    s
+}
+
+pub fn proc_path(pid: u32, file: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{file}"))
+}
+
+pub fn read_maps(pid: u32) -> io::Result<Vec<MapEntry>> {
+    Ok(parse_maps(&fs::read_to_string(proc_path(pid, "maps"))?))
+}
+
+pub fn read_status(pid: u32) -> io::Result<Status> {
+    Ok(parse_status(&fs::read_to_string(proc_path(pid, "status"))?))
+}
+
+/// The thread's name from `/proc/PID/task/TID/comm`.
+pub fn read_comm(pid: u32, tid: u32) -> io::Result<String> {
+    let text = fs::read_to_string(proc_path(pid, &format!("task/{tid}/comm")))?;
+    Ok(text.trim_end_matches('\n').to_string())
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(proc_path(pid, "stat")) {
+        // State is the field after the parenthesised comm.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c8a00000-55d0c8a01000 r--p 00000000 fe:01 1311798                    /usr/bin/demo
+55d0c8a01000-55d0c8a02000 r-xp 00001000 fe:01 1311798                    /usr/bin/demo
+7f3a1c000000-7f3a1c021000 rw-p 00000000 00:00 0 
+7f3a1c628000-7f3a1c7bd000 r-xp 00028000 fe:01 1050113                    /usr/lib/x86_64-linux-gnu/libc.so.6
+7f3a1c900000-7f3a1c901000 r-xp 00000000 08:02 77                         /tmp/my lib.so (deleted)
+7ffd6bd3b000-7ffd6bd5c000 rw-p 00000000 00:00 0                          [stack]
+7ffd6bdf4000-7ffd6bdf6000 r-xp 00000000 00:00 0                          [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+
+    #[test]
+    fn parses_real_maps() {
+        let maps = parse_maps(MAPS);
+        assert_eq!(maps.len(), 8);
+        let text = &maps[1];
+        assert_eq!(text.start, 0x55d0c8a01000);
+        assert_eq!(text.end, 0x55d0c8a02000);
+        assert!(text.executable && text.readable);
+        assert_eq!(text.offset, 0x1000);
+        assert_eq!((text.dev_major, text.dev_minor), (0xfe, 1));
+        assert_eq!(text.inode, 1311798);
+        assert_eq!(text.path, "/usr/bin/demo");
+        assert!(text.is_file());
+        assert!(!maps[2].is_file());
+        assert_eq!(maps[2].path, "");
+        assert_eq!(maps[4].path, "/tmp/my lib.so");
+        assert!(maps[4].deleted);
+        assert_eq!(maps[6].path, "[vdso]");
+        assert!(!maps[6].is_file());
+        assert!(maps[3].contains(0x7f3a1c628000) && !maps[3].contains(0x7f3a1c7bd000));
+    }
+
+    #[test]
+    fn skips_malformed_maps_lines() {
+        assert!(parse_maps("garbage\n\n1-2 r-xp zz 00:00 0 x\n").is_empty());
+    }
+
+    #[test]
+    fn parses_real_status() {
+        let text = "Name:\tjava\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\n\
+                    Pid:\t4242\nNSpid:\t4242\t1\nCapEff:\t000001ffffffffff\n";
+        let s = parse_status(text);
+        assert_eq!(s.name, "java");
+        assert_eq!(s.tgid, 4242);
+        assert_eq!(s.nspid, [4242, 1]);
+        assert_eq!(s.cap_eff, 0x1ff_ffff_ffff);
+        assert_eq!(s.umask, Some(0o022));
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(u32::MAX - 1));
+    }
+}

@@ -1,0 +1,213 @@
+//! Snapshots of the processes seen during a recording: their memory maps and
+//! open handles on every mapped binary.
+//!
+//! A process is snapshotted the first time one of its samples arrives, and
+//! its binaries are opened then (through `/proc/PID/map_files` or
+//! `/proc/PID/root`, so binaries inside containers and deleted files work).
+//! Unwinding and symbolization read these snapshots only, so a process that
+//! exits during the recording still unwinds and symbolizes. Binaries are
+//! shared between processes by (device, inode): each file is opened and
+//! parsed once per run.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::proc::{self, MapEntry};
+
+/// Identifies a binary on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u64,
+    pub inode: u64,
+}
+
+/// An opened binary, shared by every process that maps it.
+#[derive(Debug)]
+pub struct ModuleFile {
+    pub key: FileKey,
+    /// Path as the process sees it (inside its mount namespace).
+    pub path: String,
+    /// Our open handle; `fd_path()` names it for libraries that want a path.
+    pub file: File,
+}
+
+impl ModuleFile {
+    /// A path that reaches this exact file for as long as flameprobe runs.
+    pub fn fd_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// File name without directories, for `module+0xoffset` names.
+    pub fn base_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// One mapping of a process, with its binary when file backed.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    pub entry: MapEntry,
+    pub module: Option<Arc<ModuleFile>>,
+}
+
+impl Mapping {
+    /// File offset of `addr` (which must lie in this mapping).
+    pub fn file_offset(&self, addr: u64) -> u64 {
+        addr - self.entry.start + self.entry.offset
+    }
+}
+
+/// What flameprobe knows about one process.
+#[derive(Debug, Default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub name: String,
+    /// The pid inside the process's own pid namespace.
+    pub ns_pid: u32,
+    pub mappings: Vec<Mapping>,
+    /// Maps could not be read (process gone before we looked).
+    pub unavailable: bool,
+}
+
+impl ProcessInfo {
+    pub fn find(&self, addr: u64) -> Option<&Mapping> {
+        // Mappings are sorted by address (as /proc lists them).
+        let i = self.mappings.partition_point(|m| m.entry.end <= addr);
+        self.mappings.get(i).filter(|m| m.entry.contains(addr))
+    }
+}
+
+/// All processes seen so far and every binary opened for them.
+#[derive(Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, ProcessInfo>,
+    files: HashMap<FileKey, Arc<ModuleFile>>,
+    /// Bumped whenever a new binary is opened (unwinders reload then).
+    pub generation: u64,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The snapshot of `pid`, taken now if this is the first sight of it.
+    pub fn get(&mut self, pid: u32) -> &ProcessInfo {
+        if !self.procs.contains_key(&pid) {
+            let info = self.snapshot(pid);
+            self.procs.insert(pid, info);
+        }
+        &self.procs[&pid]
+    }
+
+    /// The mapping holding `addr` in `pid`; re-reads the maps once when the
+    /// address is not in the snapshot (a library loaded since).
+    pub fn find(&mut self, pid: u32, addr: u64) -> Option<&Mapping> {
+        let known = self.get(pid).find(addr).is_some();
+        if !known && proc::process_alive(pid) {
+            let info = self.snapshot(pid);
+            if !info.unavailable {
+                self.procs.insert(pid, info);
+            }
+        }
+        self.procs.get(&pid).and_then(|p| p.find(addr))
+    }
+
+    /// Every known process (including those that have exited since).
+    pub fn processes(&self) -> impl Iterator<Item = &ProcessInfo> {
+        self.procs.values()
+    }
+
+    pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.procs.get(&pid)
+    }
+
+    fn snapshot(&mut self, pid: u32) -> ProcessInfo {
+        let status = proc::read_status(pid).ok();
+        let entries = match proc::read_maps(pid) {
+            Ok(e) => e,
+            Err(_) => {
+                return ProcessInfo {
+                    pid,
+                    name: status.map(|s| s.name).unwrap_or_default(),
+                    unavailable: true,
+                    ..ProcessInfo::default()
+                }
+            }
+        };
+        let mut mappings = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let module = if entry.is_file() {
+                self.open_module(pid, &entry)
+            } else {
+                None
+            };
+            mappings.push(Mapping { entry, module });
+        }
+        let ns_pid = status
+            .as_ref()
+            .and_then(|s| s.nspid.last().copied())
+            .unwrap_or(pid);
+        ProcessInfo {
+            pid,
+            name: status.map(|s| s.name).unwrap_or_default(),
+            ns_pid,
+            mappings,
+            unavailable: false,
+        }
+    }
+
+    fn open_module(&mut self, pid: u32, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
+        let key = FileKey {
+            dev: (u64::from(entry.dev_major) << 8) | u64::from(entry.dev_minor),
+            inode: entry.inode,
+        };
+        if let Some(f) = self.files.get(&key) {
+            return Some(f.clone());
+        }
+        // map_files reaches the exact mapped file (even deleted or in another
+        // mount namespace); the root path is the fallback.
+        let candidates = [
+            proc::proc_path(pid, &format!("map_files/{:x}-{:x}", entry.start, entry.end)),
+            proc::proc_path(pid, "root").join(entry.path.trim_start_matches('/')),
+        ];
+        let file = candidates.iter().find_map(|p| File::open(p).ok())?;
+        let module = Arc::new(ModuleFile {
+            key,
+            path: entry.path.clone(),
+            file,
+        });
+        self.files.insert(key, module.clone());
+        self.generation += 1;
+        Some(module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_own_process_and_finds_code() {
+        let mut table = ProcessTable::new();
+        let pid = std::process::id();
+        let addr = snapshots_own_process_and_finds_code as fn() as usize as u64;
+        let mapping = table.find(pid, addr).expect("own code is mapped").clone();
+        assert!(mapping.entry.executable);
+        let module = mapping.module.clone().expect("test binary is file backed");
+        assert!(std::fs::metadata(module.fd_path()).is_ok());
+        assert!(mapping.file_offset(addr) < std::fs::metadata(module.fd_path()).unwrap().len());
+        let info = table.process(pid).unwrap();
+        assert!(!info.name.is_empty());
+        assert_eq!(info.ns_pid, pid);
+    }
+
+    #[test]
+    fn vanished_process_is_unavailable() {
+        let mut table = ProcessTable::new();
+        assert!(table.get(u32::MAX - 3).unavailable);
+    }
+}

@@ -1,0 +1,260 @@
+//! `flameprobe record`: the orchestrator.
+//!
+//! target resolution -> probe attach -> collect until duration / signal /
+//! target exit -> symbolize -> Profile -> output.
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::RecordConfig;
+use crate::output::{self, atomic, Destination, WriteOptions};
+use crate::probe::check_bpf_support;
+use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, Filter};
+use crate::profile::{FrameNameOptions, Labels, Meta, Profile, Unit};
+use crate::signals;
+use crate::stacks::{RawStack, StackCollector};
+use crate::symbolize::Symbolizer;
+use crate::target::{LaunchedCommand, TargetSpec};
+use crate::unwind::Unwinder;
+
+/// Why recording stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    Duration,
+    Signal,
+    TargetsExited,
+}
+
+/// Turns samples into raw stacks as they arrive.
+struct Collector {
+    stacks: StackCollector,
+    unwinder: Unwinder,
+    samples: u64,
+}
+
+impl Collector {
+    fn on_sample(&mut self, s: &CpuSample<'_>) {
+        self.samples += 1;
+        let pid = s.pid();
+        let unwound = if s.is_kernel_thread() || pid == 0 {
+            Default::default()
+        } else {
+            self.unwinder.unwind(s, &mut self.stacks.table)
+        };
+        let user = self.stacks.resolve_user(pid, &unwound.frames);
+        let labels = Labels {
+            pid: Some(pid),
+            tid: Some(s.tid()),
+            process: Some(s.process_name()),
+            thread: Some(s.thread_name()),
+            ..Labels::default()
+        };
+        self.stacks.add(
+            RawStack {
+                labels,
+                kernel: s.kernel_stack().to_vec(),
+                user,
+                truncated: unwound.truncated,
+            },
+            1,
+            1,
+        );
+    }
+}
+
+/// Runs a recording and writes its output.
+pub fn run(config: &RecordConfig) -> Result<()> {
+    // Everything that can be checked cheaply is checked before attaching.
+    config.target.validate()?;
+    if let Destination::File(path) = &config.destination {
+        atomic::check_writable(path)
+            .with_context(|| format!("cannot write output '{}'", path.display()))?;
+    }
+    check_bpf_support()?;
+    signals::install()?;
+
+    let mut command = match &config.target {
+        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(
+            argv,
+            config.destination == Destination::Stdout,
+        )?),
+        _ => None,
+    };
+    let filter = match (&config.target, &command) {
+        (TargetSpec::System, _) => Filter::All,
+        (TargetSpec::Pids(p), _) => Filter::Pids(p.clone()),
+        (TargetSpec::Command(_), Some(c)) => Filter::Pids(vec![c.pid()]),
+        (TargetSpec::Command(_), None) => unreachable!("command was launched above"),
+    };
+    let cpu_config = CpuConfig {
+        filter,
+        follow_children: command.is_some(),
+        include_idle: config.include_idle,
+        frequency: config.frequency,
+        stack_copy_size: config.unwind.stack_copy_size(),
+    };
+
+    let collector = Rc::new(RefCell::new(Collector {
+        stacks: StackCollector::new(),
+        unwinder: Unwinder::new(config.unwind),
+        samples: 0,
+    }));
+    let sink = collector.clone();
+    let mut storage = MaybeUninit::uninit();
+    let probe = CpuProbe::attach(&mut storage, &cpu_config, move |s| {
+        sink.borrow_mut().on_sample(s)
+    })?;
+    log::info!("attached to {}", config.target.describe());
+    if let Some(cmd) = command.as_mut() {
+        cmd.start()?;
+    }
+
+    let start_wall = SystemTime::now();
+    let started = Instant::now();
+    let progress = progress_bar(config);
+    let reason = loop {
+        let elapsed = started.elapsed();
+        if signals::stop_requested() {
+            break StopReason::Signal;
+        }
+        if elapsed >= config.duration {
+            break StopReason::Duration;
+        }
+        if targets_gone(&config.target, command.as_mut()) {
+            break StopReason::TargetsExited;
+        }
+        let wait = (config.duration - elapsed).min(Duration::from_millis(100));
+        probe.poll(wait);
+        if let Some(pb) = &progress {
+            let stats = probe.stats();
+            pb.set_position(elapsed.as_millis() as u64);
+            pb.set_message(format!("{} samples, {} lost", stats.samples, stats.lost));
+        }
+    };
+    let recorded = started.elapsed();
+    probe.drain();
+    let stats = probe.stats();
+    drop(probe);
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+
+    let collector = Rc::try_unwrap(collector)
+        .map_err(|_| anyhow::anyhow!("sample collector still shared after detach"))?
+        .into_inner();
+    if !config.quiet {
+        match reason {
+            StopReason::Signal => eprintln!("flameprobe: interrupted, writing what was recorded"),
+            StopReason::TargetsExited => eprintln!(
+                "flameprobe: {} exited after {:.1}s",
+                exit_subject(&config.target),
+                recorded.as_secs_f64()
+            ),
+            StopReason::Duration => {}
+        }
+    }
+    if collector.samples == 0 {
+        bail!(
+            "no samples were recorded from {} in {:.1}s: it did not run on a CPU \
+             (idle or sleeping?); nothing written",
+            config.target.describe(),
+            recorded.as_secs_f64()
+        );
+    }
+
+    let period_ns = 1_000_000_000 / config.frequency;
+    let meta = Meta {
+        target: config.target.describe(),
+        start_unix_ns: start_wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        duration_ns: recorded.as_nanos() as u64,
+        frequency: Some(config.frequency),
+        lost: stats.lost,
+        probe: "cpu".into(),
+    };
+    let mut symbolizer = Symbolizer::new();
+    let profile = collector
+        .stacks
+        .into_profile(Unit::Samples { period_ns }, meta, &mut symbolizer);
+
+    let opts = WriteOptions {
+        svg: output::svg::SvgOptions {
+            title: config.title.clone(),
+            ..Default::default()
+        },
+        folded: FrameNameOptions {
+            threads: config.threads,
+        },
+    };
+    output::write(&profile, config.format, &opts, &config.destination)
+        .with_context(|| format!("writing {}", config.destination))?;
+    if !config.quiet {
+        eprint!("{}", summary(&profile, &config.destination));
+    }
+    Ok(())
+}
+
+fn exit_subject(target: &TargetSpec) -> &'static str {
+    match target {
+        TargetSpec::Command(_) => "the command",
+        TargetSpec::Pids(p) if p.len() > 1 => "all target processes",
+        _ => "the target process",
+    }
+}
+
+fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> bool {
+    match (target, command) {
+        (_, Some(cmd)) => cmd.try_wait().is_some(),
+        (TargetSpec::Pids(pids), None) => !pids.iter().any(|&p| crate::proc::process_alive(p)),
+        _ => false,
+    }
+}
+
+fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
+    if config.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new(config.duration.as_millis() as u64);
+    let style =
+        ProgressStyle::with_template("{spinner} recording {prefix}: {wide_bar} {eta} left, {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb.set_prefix(config.target.describe());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    Some(pb)
+}
+
+/// The end-of-recording summary for stderr.
+pub fn summary(profile: &Profile, dest: &Destination) -> String {
+    let total = profile.total_weight();
+    let mut out = format!(
+        "flameprobe: {} {} ({} lost) from {} in {:.1}s, {} unique stacks\n",
+        total,
+        profile.unit.name(),
+        profile.meta.lost,
+        profile.meta.target,
+        profile.meta.duration_ns as f64 / 1e9,
+        profile.stacks.len()
+    );
+    let top = profile.top_self();
+    if !top.is_empty() {
+        out.push_str("  top functions by self time:\n");
+        for (name, weight) in top.iter().take(5) {
+            let pct = 100.0 * *weight as f64 / total.max(1) as f64;
+            out.push_str(&format!("  {pct:6.2}%  {name}\n"));
+        }
+    }
+    match dest {
+        Destination::Stdout => out.push_str("  wrote folded stacks to standard output\n"),
+        Destination::File(p) => out.push_str(&format!("  wrote {}\n", p.display())),
+    }
+    out
+}

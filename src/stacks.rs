@@ -1,0 +1,271 @@
+//! Raw stacks as probes deliver them (addresses), aggregated during the
+//! recording and turned into a symbolized [`Profile`] once it ends.
+//!
+//! User addresses are normalized to (binary, file offset) when the sample
+//! arrives, against the snapshot of the process taken then, so later
+//! changes (exit, pid reuse, unmapping) cannot mislabel them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::process::{FileKey, ModuleFile, ProcessTable};
+use crate::profile::{FrameKind, Labels, Line, Location, Meta, Module, Profile, Unit};
+use crate::symbolize::Symbolizer;
+
+/// One user frame, normalized.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UserFrame {
+    /// Code in a file-backed mapping. `offset` is the file offset of the
+    /// address to look up (already moved into the call instruction for
+    /// return addresses).
+    File { key: FileKey, offset: u64 },
+    /// Code in a mapping without a file (`[vdso]`, JIT, anonymous), as the
+    /// mapping's name (may be empty) and the offset into it.
+    Pseudo {
+        pid: u32,
+        name: String,
+        offset: u64,
+        addr: u64,
+    },
+    /// An address outside every known mapping.
+    Unmapped { addr: u64 },
+}
+
+/// A stack before symbolization.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RawStack {
+    pub labels: Labels,
+    /// Kernel addresses, leaf first.
+    pub kernel: Vec<u64>,
+    /// User frames, leaf first.
+    pub user: Vec<UserFrame>,
+    /// The user stack was cut short (depth limit, stack copy too small).
+    pub truncated: bool,
+}
+
+/// First mapping seen of a binary, for pprof's `Mapping`.
+struct ModuleSeen {
+    file: Arc<ModuleFile>,
+    start: u64,
+    end: u64,
+    file_offset: u64,
+}
+
+/// Aggregates raw stacks during a recording.
+#[derive(Default)]
+pub struct StackCollector {
+    pub table: ProcessTable,
+    stacks: HashMap<RawStack, (u64, u64)>,
+    modules: BTreeMap<FileKey, ModuleSeen>,
+}
+
+impl StackCollector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Normalizes user addresses (leaf first). Every address but the first
+    /// is a return address and is looked up one byte earlier, inside the
+    /// call instruction.
+    pub fn resolve_user(&mut self, pid: u32, addrs: &[u64]) -> Vec<UserFrame> {
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| {
+                let lookup = if i == 0 { addr } else { addr.saturating_sub(1) };
+                self.resolve_one(pid, lookup)
+            })
+            .collect()
+    }
+
+    fn resolve_one(&mut self, pid: u32, addr: u64) -> UserFrame {
+        let Some(mapping) = self.table.find(pid, addr) else {
+            return UserFrame::Unmapped { addr };
+        };
+        match &mapping.module {
+            Some(module) => {
+                let key = module.key;
+                let offset = mapping.file_offset(addr);
+                self.modules.entry(key).or_insert_with(|| ModuleSeen {
+                    file: module.clone(),
+                    start: mapping.entry.start,
+                    end: mapping.entry.end,
+                    file_offset: mapping.entry.offset,
+                });
+                UserFrame::File { key, offset }
+            }
+            None => UserFrame::Pseudo {
+                pid,
+                name: mapping.entry.path.clone(),
+                offset: addr - mapping.entry.start,
+                addr,
+            },
+        }
+    }
+
+    pub fn add(&mut self, stack: RawStack, weight: u64, count: u64) {
+        let e = self.stacks.entry(stack).or_default();
+        e.0 += weight;
+        e.1 += count;
+    }
+
+    /// Number of distinct raw stacks so far.
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    /// Symbolizes everything (batched per binary) and builds the profile.
+    pub fn into_profile(self, unit: Unit, meta: Meta, symbolizer: &mut Symbolizer) -> Profile {
+        let mut kernel_addrs = Vec::new();
+        let mut offsets: BTreeMap<FileKey, Vec<u64>> = BTreeMap::new();
+        for stack in self.stacks.keys() {
+            kernel_addrs.extend_from_slice(&stack.kernel);
+            for frame in &stack.user {
+                if let UserFrame::File { key, offset } = frame {
+                    offsets.entry(*key).or_default().push(*offset);
+                }
+            }
+        }
+        symbolizer.prepare_kernel(&kernel_addrs);
+        for (key, offs) in &offsets {
+            if let Some(seen) = self.modules.get(key) {
+                symbolizer.prepare_module(&seen.file, offs);
+            }
+        }
+
+        let mut profile = Profile::new(unit, meta);
+        let mut module_ids = HashMap::new();
+        for (key, seen) in &self.modules {
+            let id = profile.intern_module(Module {
+                path: seen.file.path.clone(),
+                build_id: crate::buildid::read(&seen.file.file),
+                start: seen.start,
+                end: seen.end,
+                file_offset: seen.file_offset,
+            });
+            module_ids.insert(*key, id);
+        }
+        // Deterministic order: sort raw stacks before interning.
+        let mut stacks: Vec<(RawStack, (u64, u64))> = self.stacks.into_iter().collect();
+        stacks.sort_by(|a, b| (&a.0.labels, &a.0.kernel).cmp(&(&b.0.labels, &b.0.kernel)));
+        for (stack, (weight, count)) in stacks {
+            let mut locs = Vec::with_capacity(stack.kernel.len() + stack.user.len() + 1);
+            if stack.truncated {
+                locs.push(profile.intern_named(FrameKind::Special, "[truncated]"));
+            }
+            for frame in stack.user.iter().rev() {
+                let loc = user_location(frame, symbolizer, &self.modules, &module_ids);
+                locs.push(profile.intern_location(loc));
+            }
+            for &addr in stack.kernel.iter().rev() {
+                let lines = symbolizer
+                    .kernel(addr)
+                    .map(<[Line]>::to_vec)
+                    .unwrap_or_else(|| vec![Line::named(format!("{addr:#x}"))]);
+                locs.push(profile.intern_location(Location {
+                    kind: FrameKind::Kernel,
+                    module: None,
+                    address: addr,
+                    lines,
+                }));
+            }
+            profile.add(stack.labels, locs, weight, count);
+        }
+        profile
+    }
+}
+
+fn user_location(
+    frame: &UserFrame,
+    symbolizer: &Symbolizer,
+    modules: &BTreeMap<FileKey, ModuleSeen>,
+    module_ids: &HashMap<FileKey, usize>,
+) -> Location {
+    match frame {
+        UserFrame::File { key, offset } => {
+            let lines = symbolizer.user(*key, *offset).map(<[Line]>::to_vec);
+            let lines = lines.unwrap_or_else(|| {
+                let name = modules
+                    .get(key)
+                    .map(|m| m.file.base_name().to_string())
+                    .unwrap_or_else(|| "[unknown]".into());
+                vec![Line::named(format!("{name}+{offset:#x}"))]
+            });
+            Location {
+                kind: FrameKind::User,
+                module: module_ids.get(key).copied(),
+                address: *offset,
+                lines,
+            }
+        }
+        UserFrame::Pseudo {
+            name, offset, addr, ..
+        } => {
+            let label = if name.is_empty() { "[anon]" } else { name };
+            Location {
+                kind: FrameKind::User,
+                module: None,
+                address: *addr,
+                lines: vec![Line::named(format!("{label}+{offset:#x}"))],
+            }
+        }
+        UserFrame::Unmapped { addr } => Location {
+            kind: FrameKind::User,
+            module: None,
+            address: *addr,
+            lines: vec![Line::named(format!("[unmapped]+{addr:#x}"))],
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    #[no_mangle]
+    pub extern "C" fn flameprobe_stacks_test_leaf() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    #[test]
+    fn builds_profile_with_symbols_and_fallback_names() {
+        let mut c = StackCollector::new();
+        let pid = std::process::id();
+        let leaf = flameprobe_stacks_test_leaf as extern "C" fn() -> u64 as usize as u64;
+        let user = c.resolve_user(pid, &[leaf, 0x10]);
+        assert!(matches!(user[0], UserFrame::File { .. }));
+        assert_eq!(user[1], UserFrame::Unmapped { addr: 0xf });
+        let labels = Labels {
+            pid: Some(pid),
+            process: Some("t".into()),
+            ..Labels::default()
+        };
+        let raw = RawStack {
+            labels: labels.clone(),
+            kernel: vec![],
+            user,
+            truncated: true,
+        };
+        c.add(raw.clone(), 2, 2);
+        c.add(raw, 1, 1);
+        let p = c.into_profile(Unit::Count, Meta::default(), &mut Symbolizer::new());
+        assert_eq!(p.stacks.len(), 1);
+        assert_eq!(p.stacks[0].weight, 3);
+        let names = p.frame_names(&p.stacks[0], &Default::default());
+        assert_eq!(
+            names,
+            [
+                "[".to_string() + &pid.to_string() + "]t",
+                "[truncated]".into(),
+                "[unmapped]+0xf".into(),
+                "flameprobe_stacks_test_leaf".into()
+            ]
+        );
+        assert_eq!(p.modules.len(), 1);
+    }
+}

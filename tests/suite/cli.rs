@@ -1,0 +1,61 @@
+//! Command-line behaviour that needs no BPF: usage errors, exit codes,
+//! generated completions and man pages.
+
+use crate::util::*;
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["record", "-d", "0s"][..],
+        &["record", "-F", "0"],
+        &["record", "--bogus"],
+        &["record", "-a", "-p", "1"],
+        &["record", "-o", "out.unknownext"],
+        &["record", "-p", "1", "--", "true"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.is_empty() && out.stdout.is_empty(), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = run_ok(&["record", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Exit codes: 0 success, 1 error, 2 usage error."));
+}
+
+#[test]
+fn completions_and_man_pages_are_current() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(&["generate", dir.path().to_str().unwrap()]);
+    let bless = std::env::var("FLAMEPROBE_BLESS").as_deref() == Ok("1");
+    let mut stale = Vec::new();
+    for sub in ["completions", "man"] {
+        for entry in std::fs::read_dir(dir.path().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            let fresh = std::fs::read(entry.path()).unwrap();
+            let checked_in = repo_root().join(sub).join(entry.file_name());
+            if std::fs::read(&checked_in).ok().as_deref() != Some(&fresh[..]) {
+                if bless {
+                    std::fs::write(&checked_in, &fresh).unwrap();
+                } else {
+                    stale.push(checked_in.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale generated files (run `FLAMEPROBE_BLESS=1 cargo test completions` to update): {stale:?}"
+    );
+}
+
+#[test]
+fn completions_subcommand_prints_script() {
+    let out = run_ok(&["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("flameprobe"));
+}

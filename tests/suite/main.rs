@@ -1,0 +1,9 @@
+//! flameprobe's integration tests, one binary (see util.rs for helpers).
+//! Tests that load BPF need root; they skip without it unless
+//! FLAMEPROBE_REQUIRE_ROOT_TESTS=1, where they fail instead.
+
+#[macro_use]
+mod util;
+
+mod cli;
+mod record_cpu;

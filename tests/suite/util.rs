@@ -1,0 +1,214 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// Returns early from a test that needs root when not root; fails instead
+/// when FLAMEPROBE_REQUIRE_ROOT_TESTS=1 (as CI sets it).
+macro_rules! require_root {
+    () => {
+        if !$crate::util::have_root() {
+            return;
+        }
+    };
+}
+
+pub fn have_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        if std::env::var("FLAMEPROBE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+            panic!("this test needs root and FLAMEPROBE_REQUIRE_ROOT_TESTS=1 forbids skipping it");
+        }
+        eprintln!("skipped: needs root (set FLAMEPROBE_REQUIRE_ROOT_TESTS=1 to make this fail)");
+    }
+    root
+}
+
+pub fn flameprobe() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flameprobe"));
+    c.env_remove("FLAMEPROBE_LOG");
+    c
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+static CPU_LOCK: RwLock<()> = RwLock::new(());
+
+/// Held by tests that run CPU-bound targets (many may run at once).
+pub fn shared_cpu() -> RwLockReadGuard<'static, ()> {
+    CPU_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a test that needs no other test's targets on the CPUs.
+pub fn exclusive_cpu() -> RwLockWriteGuard<'static, ()> {
+    CPU_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Compiles `tests/targets/<source>` with `cc` and flags into a cached
+/// binary under target/test-targets; returns its path.
+pub fn build_c(source: &str, out_name: &str, flags: &[&str]) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = repo_root().join("target/test-targets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(out_name);
+    let src = repo_root().join("tests/targets").join(source);
+    let fresh = out.exists()
+        && std::fs::metadata(&out).unwrap().modified().unwrap()
+            >= std::fs::metadata(&src).unwrap().modified().unwrap();
+    if !fresh {
+        let tmp = dir.join(format!(".{out_name}.tmp"));
+        let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
+        let status = Command::new(&cc)
+            .args(flags)
+            .arg("-o")
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+        assert!(status.success(), "compiling {source} failed");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+/// A started target program, killed when dropped.
+pub struct Target {
+    pub child: Child,
+}
+
+impl Target {
+    pub fn start(path: &Path, args: &[&str]) -> Target {
+        let child = Command::new(path)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+        // Let it reach its steady state.
+        std::thread::sleep(Duration::from_millis(200));
+        Target { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs flameprobe with `args`, asserting nothing; returns its output.
+pub fn run(args: &[&str]) -> Output {
+    flameprobe()
+        .args(args)
+        .output()
+        .expect("running flameprobe")
+}
+
+/// Runs flameprobe and asserts success, printing its stderr otherwise.
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "flameprobe {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Parses folded text into stack -> weight.
+pub fn parse_folded(text: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let (stack, count) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("folded line without count: {line:?}"));
+        let count: u64 = count
+            .parse()
+            .unwrap_or_else(|_| panic!("bad count in {line:?}"));
+        *m.entry(stack.to_string()).or_default() += count;
+    }
+    m
+}
+
+pub fn read_folded(path: &Path) -> BTreeMap<String, u64> {
+    parse_folded(&std::fs::read_to_string(path).unwrap())
+}
+
+/// Total weight of stacks whose leaf frame is `leaf`.
+pub fn leaf_weight(folded: &BTreeMap<String, u64>, leaf: &str) -> u64 {
+    folded
+        .iter()
+        .filter(|(s, _)| s.rsplit(';').next() == Some(leaf))
+        .map(|(_, w)| w)
+        .sum()
+}
+
+/// Total weight of stacks containing `chain` (frames joined by ';') as a
+/// contiguous run ending at the leaf.
+pub fn chain_weight(folded: &BTreeMap<String, u64>, chain: &str) -> u64 {
+    folded
+        .iter()
+        .filter(|(s, _)| {
+            s.ends_with(chain)
+                && (s.len() == chain.len() || s[..s.len() - chain.len()].ends_with(';'))
+        })
+        .map(|(_, w)| w)
+        .sum()
+}
+
+pub fn total(folded: &BTreeMap<String, u64>) -> u64 {
+    folded.values().sum()
+}
+
+/// Waits for a child with a timeout; panics (after killing it) on timeout.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts `text` is well-formed XML.
+pub fn assert_well_formed_xml(text: &str) {
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut depth = 0i64;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Start(_)) => depth += 1,
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "SVG is not well-formed XML at {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    assert_eq!(depth, 0, "unbalanced XML elements");
+}
+
+/// The ratio test program built with the given compiler flags.
+pub fn ratio_target(name: &str, flags: &[&str]) -> PathBuf {
+    build_c("ratio.c", name, flags)
+}
