@@ -33,6 +33,7 @@ enum sample_flags {
 	SAMPLE_USER_REGS = 1 << 0,   /* user registers valid */
 	SAMPLE_KERNEL_THREAD = 1 << 1,
 	SAMPLE_IN_KERNEL = 1 << 2,   /* interrupted in kernel mode */
+	SAMPLE_STACK_END = 1 << 3,   /* the stack copy reached the stack's end */
 };
 
 /*

@@ -15,6 +15,7 @@ const volatile __u32 filter_mode = FILTER_ALL;
 const volatile bool include_idle = false;
 const volatile bool follow_children = false;
 const volatile __u32 stack_copy_size = 0; /* multiple of STACK_COPY_PAGE, <= MAX_STACK_COPY */
+const volatile bool fp_user_stack = true;   /* walk user frame pointers */
 
 /* Dummy instances so the skeleton's BTF carries the shared types for Rust. */
 struct sample_hdr _sample_hdr = {};
@@ -58,24 +59,40 @@ static __always_inline bool wanted(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
-/* Copy up to stack_copy_size bytes of user stack from sp, page by page so
- * that a stack whose top is closer than stack_copy_size still yields every
- * readable byte. Returns the number of bytes copied. */
-static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp)
+/* Copy up to stack_copy_size bytes of user stack from sp: the rest of sp's
+ * page, whole pages, then the remainder, so that a stack whose end is
+ * closer than stack_copy_size still yields every readable byte. Sets
+ * *ended when a read failed (the stack's mapping ended). Returns the
+ * number of bytes copied. */
+static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, bool *ended)
 {
 	__u32 size = stack_copy_size;
 	__u32 off = STACK_COPY_PAGE - (sp & (STACK_COPY_PAGE - 1));
 
+	*ended = false;
 	if (off > size)
 		off = size;
-	if (bpf_probe_read_user(dst, off, (void *)sp))
+	if (bpf_probe_read_user(dst, off, (void *)sp)) {
+		*ended = true;
 		return 0;
+	}
 	for (int i = 0; i < MAX_STACK_COPY / STACK_COPY_PAGE; i++) {
 		if (off > size - STACK_COPY_PAGE || off > MAX_STACK_COPY - STACK_COPY_PAGE)
 			break;
-		if (bpf_probe_read_user(dst + off, STACK_COPY_PAGE, (void *)(sp + off)))
-			break;
+		if (bpf_probe_read_user(dst + off, STACK_COPY_PAGE, (void *)(sp + off))) {
+			*ended = true;
+			return off;
+		}
 		off += STACK_COPY_PAGE;
+	}
+	__u32 rest = size - off;
+	/* The record has a page of slack after the copy, so the verifier can
+	 * prove off + rest in bounds without relating the two. */
+	if (rest > 0 && rest < STACK_COPY_PAGE && off <= size) {
+		if (bpf_probe_read_user(dst + off, rest, (void *)(sp + off)))
+			*ended = true;
+		else
+			off += rest;
 	}
 	return off;
 }
@@ -91,7 +108,8 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		return 0;
 	count(STAT_SAMPLES);
 
-	struct sample_hdr *s = bpf_ringbuf_reserve(&events, sizeof(*s) + stack_copy_size, 0);
+	struct sample_hdr *s = bpf_ringbuf_reserve(
+		&events, sizeof(*s) + (stack_copy_size ? stack_copy_size + STACK_COPY_PAGE : 0), 0);
 	if (!s) {
 		count(STAT_LOST);
 		return 0;
@@ -117,7 +135,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		s->flags |= SAMPLE_KERNEL_THREAD;
 		s->ustack_len = 0;
 	} else {
-		s->ustack_len = bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK);
+		s->ustack_len = fp_user_stack
+			? bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK)
+			: 0;
 
 		struct pt_regs *regs = (struct pt_regs *)&ctx->regs;
 		__u64 ip = 0, sp = 0, bp = 0, cs = 0;
@@ -138,9 +158,12 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		s->bp = bp;
 		s->flags |= SAMPLE_USER_REGS;
 		if (stack_copy_size && sp) {
-			s->stack_copy_len = copy_user_stack((__u8 *)(s + 1), sp);
+			bool ended;
+			s->stack_copy_len = copy_user_stack((__u8 *)(s + 1), sp, &ended);
 			if (!s->stack_copy_len)
 				count(STAT_COPY_FAILED);
+			else if (ended)
+				s->flags |= SAMPLE_STACK_END;
 		}
 	}
 

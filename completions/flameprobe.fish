@@ -37,7 +37,10 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l fr
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'Interactive flame graph (SVG)'
 folded\t'Folded stacks: `frame;frame;... count` per line'"
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l unwind -d 'How user stacks are unwound' -r -f -a "fp\t'Frame pointers walked in the kernel (cheapest record)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l unwind -d 'How user stacks are unwound: auto (DWARF where binaries have CFI, frame pointers elsewhere), dwarf, or fp (frame pointers only: smallest records, loses callers in code built without them)' -r -f -a "auto\t'DWARF where the binary has CFI, frame pointers otherwise, per sample'
+dwarf\t'DWARF/CFI unwinding of a copy of the user stack'
+fp\t'Frame pointers walked in the kernel (smallest, cheapest record)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l stack-size -d 'Bytes of user stack copied per sample for DWARF unwinding, 4K to 64K (e.g. 16K, 32768). Deeper stacks are marked [truncated]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l title -d 'Title of the SVG' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'

@@ -79,9 +79,15 @@ pub struct RecordArgs {
     /// Do not add a frame with the thread name under each process.
     #[arg(long)]
     pub no_threads: bool,
-    /// How user stacks are unwound.
+    /// How user stacks are unwound: auto (DWARF where binaries have CFI,
+    /// frame pointers elsewhere), dwarf, or fp (frame pointers only:
+    /// smallest records, loses callers in code built without them).
     #[arg(long, value_enum, default_value_t = UnwindMode::default_mode())]
     pub unwind: UnwindMode,
+    /// Bytes of user stack copied per sample for DWARF unwinding, 4K to 64K
+    /// (e.g. 16K, 32768). Deeper stacks are marked [truncated].
+    #[arg(long, default_value = "16K", value_parser = parse_stack_size_arg)]
+    pub stack_size: u32,
     /// Title of the SVG.
     #[arg(long)]
     pub title: Option<String>,
@@ -95,6 +101,10 @@ pub struct RecordArgs {
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
+}
+
+fn parse_stack_size_arg(s: &str) -> Result<u32, String> {
+    config::parse_stack_size(s)
 }
 
 fn parse_frequency_arg(s: &str) -> Result<u64, String> {
@@ -134,6 +144,7 @@ impl RecordArgs {
             include_idle: self.include_idle,
             threads: !self.no_threads,
             unwind: self.unwind,
+            stack_size: self.stack_size,
             title: self.title,
             quiet: self.quiet,
         })

@@ -21,6 +21,8 @@ pub struct RecordConfig {
     /// Add the thread-name frame.
     pub threads: bool,
     pub unwind: UnwindMode,
+    /// Bytes of user stack copied per sample for DWARF unwinding.
+    pub stack_size: u32,
     pub title: Option<String>,
     pub quiet: bool,
 }
@@ -55,6 +57,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a user-stack copy size: bytes, or with a K suffix; 4K to 64K,
+/// rounded up to whole 4 KiB pages.
+pub fn parse_stack_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.strip_suffix(['K', 'k']) {
+        Some(n) => (n, 1024),
+        None => (t, 1),
+    };
+    let bytes = num
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid stack size '{s}': expected bytes or e.g. 16K"))?;
+    let max = crate::probe::cpu::MAX_STACK_COPY;
+    if !(4096..=max).contains(&bytes) {
+        return Err(format!(
+            "stack size '{s}' is out of range: use 4K to {}K (the BPF ring buffer record limit)",
+            max / 1024
+        ));
+    }
+    Ok(bytes.div_ceil(4096) * 4096)
+}
+
 /// Parses a sampling frequency in Hz (1 to MAX_FREQUENCY).
 pub fn parse_frequency(s: &str) -> Result<u64, String> {
     let hz: u64 = s
@@ -85,6 +110,16 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         for bad in ["", "0s", "abc", "10x", "-1s", "ms", "999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stack_sizes() {
+        assert_eq!(parse_stack_size("16K"), Ok(16384));
+        assert_eq!(parse_stack_size("5000"), Ok(8192));
+        assert_eq!(parse_stack_size("64k"), Ok(65536));
+        for bad in ["1K", "65K", "x", "1M"] {
+            assert!(parse_stack_size(bad).is_err(), "{bad}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod probe;
 pub mod proc;
 pub mod process;
 pub mod profile;
+pub mod quality;
 pub mod record;
 pub mod signals;
 pub mod stacks;

@@ -70,6 +70,8 @@ pub struct ProcessInfo {
     pub mappings: Vec<Mapping>,
     /// Maps could not be read (process gone before we looked).
     pub unavailable: bool,
+    /// Distinct for every snapshot taken (changes when maps are re-read).
+    pub version: u64,
 }
 
 impl ProcessInfo {
@@ -85,8 +87,8 @@ impl ProcessInfo {
 pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
     files: HashMap<FileKey, Arc<ModuleFile>>,
-    /// Bumped whenever a new binary is opened (unwinders reload then).
-    pub generation: u64,
+    /// Counter for `ProcessInfo::version`.
+    snapshots: u64,
 }
 
 impl ProcessTable {
@@ -125,7 +127,32 @@ impl ProcessTable {
         self.procs.get(&pid)
     }
 
+    /// Installs a snapshot from maps read elsewhere (e.g. saved with a
+    /// captured sample), opening each binary by its path.
+    pub fn adopt(&mut self, pid: u32, name: &str, entries: Vec<MapEntry>) {
+        let mut mappings = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let module = entry
+                .is_file()
+                .then(|| self.open_file(&entry, &[std::path::PathBuf::from(&entry.path)]))
+                .flatten();
+            mappings.push(Mapping { entry, module });
+        }
+        self.snapshots += 1;
+        let info = ProcessInfo {
+            pid,
+            name: name.to_string(),
+            ns_pid: pid,
+            mappings,
+            unavailable: false,
+            version: self.snapshots,
+        };
+        self.procs.insert(pid, info);
+    }
+
     fn snapshot(&mut self, pid: u32) -> ProcessInfo {
+        self.snapshots += 1;
+        let version = self.snapshots;
         let status = proc::read_status(pid).ok();
         let entries = match proc::read_maps(pid) {
             Ok(e) => e,
@@ -134,6 +161,7 @@ impl ProcessTable {
                     pid,
                     name: status.map(|s| s.name).unwrap_or_default(),
                     unavailable: true,
+                    version,
                     ..ProcessInfo::default()
                 }
             }
@@ -157,10 +185,21 @@ impl ProcessTable {
             ns_pid,
             mappings,
             unavailable: false,
+            version,
         }
     }
 
     fn open_module(&mut self, pid: u32, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
+        // map_files reaches the exact mapped file (even deleted or in another
+        // mount namespace); the root path is the fallback.
+        let candidates = [
+            proc::proc_path(pid, &format!("map_files/{:x}-{:x}", entry.start, entry.end)),
+            proc::proc_path(pid, "root").join(entry.path.trim_start_matches('/')),
+        ];
+        self.open_file(entry, &candidates)
+    }
+
+    fn open_file(&mut self, entry: &MapEntry, candidates: &[PathBuf]) -> Option<Arc<ModuleFile>> {
         let key = FileKey {
             dev: (u64::from(entry.dev_major) << 8) | u64::from(entry.dev_minor),
             inode: entry.inode,
@@ -168,12 +207,6 @@ impl ProcessTable {
         if let Some(f) = self.files.get(&key) {
             return Some(f.clone());
         }
-        // map_files reaches the exact mapped file (even deleted or in another
-        // mount namespace); the root path is the fallback.
-        let candidates = [
-            proc::proc_path(pid, &format!("map_files/{:x}-{:x}", entry.start, entry.end)),
-            proc::proc_path(pid, "root").join(entry.path.trim_start_matches('/')),
-        ];
         let file = candidates.iter().find_map(|p| File::open(p).ok())?;
         let module = Arc::new(ModuleFile {
             key,
@@ -181,7 +214,6 @@ impl ProcessTable {
             file,
         });
         self.files.insert(key, module.clone());
-        self.generation += 1;
         Some(module)
     }
 }

@@ -21,7 +21,7 @@ use crate::signals;
 use crate::stacks::{RawStack, StackCollector};
 use crate::symbolize::Symbolizer;
 use crate::target::{LaunchedCommand, TargetSpec};
-use crate::unwind::Unwinder;
+use crate::unwind::{Unwinder, UserSnapshot};
 
 /// Why recording stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +45,14 @@ impl Collector {
         let unwound = if s.is_kernel_thread() || pid == 0 {
             Default::default()
         } else {
-            self.unwinder.unwind(s, &mut self.stacks.table)
+            let snap = UserSnapshot {
+                pid,
+                regs: s.user_regs(),
+                stack: s.user_stack_bytes(),
+                stack_ends_in_copy: s.stack_ends_in_copy(),
+                fp_frames: s.user_fp_stack(),
+            };
+            self.unwinder.unwind(&snap, &mut self.stacks.table)
         };
         let user = self.stacks.resolve_user(pid, &unwound.frames);
         let labels = Labels {
@@ -97,7 +104,12 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         follow_children: command.is_some(),
         include_idle: config.include_idle,
         frequency: config.frequency,
-        stack_copy_size: config.unwind.stack_copy_size(),
+        stack_copy_size: if config.unwind.copies_stack() {
+            config.stack_size
+        } else {
+            0
+        },
+        fp_user_stack: config.unwind.walks_frame_pointers(),
     };
 
     let collector = Rc::new(RefCell::new(Collector {
@@ -244,6 +256,12 @@ pub fn summary(profile: &Profile, dest: &Destination) -> String {
         profile.meta.duration_ns as f64 / 1e9,
         profile.stacks.len()
     );
+    if profile.meta.lost > 0 {
+        out.push_str(&format!(
+            "  warning: {} samples were lost (ring buffer full): lower -F or profile fewer targets\n",
+            profile.meta.lost
+        ));
+    }
     let top = profile.top_self();
     if !top.is_empty() {
         out.push_str("  top functions by self time:\n");
@@ -252,6 +270,7 @@ pub fn summary(profile: &Profile, dest: &Destination) -> String {
             out.push_str(&format!("  {pct:6.2}%  {name}\n"));
         }
     }
+    out.push_str(&crate::quality::assess(profile).to_string());
     match dest {
         Destination::Stdout => out.push_str("  wrote folded stacks to standard output\n"),
         Destination::File(p) => out.push_str(&format!("  wrote {}\n", p.display())),

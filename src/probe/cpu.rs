@@ -35,6 +35,8 @@ pub struct CpuConfig {
     pub frequency: u64,
     /// Bytes of user stack copied per sample (0 = none, frame pointers only).
     pub stack_copy_size: u32,
+    /// Walk user frame pointers in the kernel.
+    pub fp_user_stack: bool,
 }
 
 /// One sample as the BPF program recorded it.
@@ -106,6 +108,10 @@ impl<'a> CpuSample<'a> {
     pub fn user_stack_bytes(&self) -> &'a [u8] {
         self.stack
     }
+    /// The stack copy ended where the stack's mapping ends.
+    pub fn stack_ends_in_copy(&self) -> bool {
+        self.hdr.flags & types::sample_flags::SAMPLE_STACK_END.0 != 0
+    }
 }
 
 /// User-mode registers captured with a sample.
@@ -174,6 +180,7 @@ impl<'obj> CpuProbe<'obj> {
             rodata.include_idle = config.include_idle;
             rodata.follow_children = config.follow_children;
             rodata.stack_copy_size = stack_copy_size(config.stack_copy_size);
+            rodata.fp_user_stack = config.fp_user_stack;
         }
         open.maps
             .events
@@ -283,9 +290,13 @@ pub fn stack_copy_size(requested: u32) -> u32 {
 /// Ring buffer size: room for about half a second of samples on every CPU
 /// at the configured rate, as a power of two between 4 MiB and 256 MiB.
 fn ring_buffer_bytes(config: &CpuConfig) -> u32 {
-    let record = std::mem::size_of::<types::sample_hdr>() as u64
-        + u64::from(stack_copy_size(config.stack_copy_size))
-        + 8;
+    let copy = u64::from(stack_copy_size(config.stack_copy_size));
+    let slack = if copy > 0 {
+        u64::from(STACK_COPY_PAGE)
+    } else {
+        0
+    };
+    let record = std::mem::size_of::<types::sample_hdr>() as u64 + copy + slack + 8;
     let cpus = perf::online_cpus().map(|c| c.len()).unwrap_or(1) as u64;
     let want = record * config.frequency.max(1) * cpus / 2;
     want.clamp(4 << 20, 256 << 20).next_power_of_two() as u32

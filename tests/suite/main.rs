@@ -7,3 +7,5 @@ mod util;
 
 mod cli;
 mod record_cpu;
+mod record_dwarf;
+mod unwind;

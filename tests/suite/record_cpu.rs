@@ -41,9 +41,9 @@ fn pid_profile_shows_75_25_with_complete_chains() {
         "-p",
         &pid,
         "-d",
-        "4s",
+        "3s",
         "-F",
-        "199",
+        "999",
         "-o",
         out.to_str().unwrap(),
     ]);
@@ -171,8 +171,8 @@ fn command_mode_profiles_until_exit() {
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("the command exited"), "{err}");
     let folded = read_folded(&out);
-    assert!(leaf_weight(&folded, "hot_a") > 50, "{folded:#?}");
-    assert!(total(&folded) >= 50, "{} samples", total(&folded));
+    assert!(leaf_weight(&folded, "hot_a") > 10, "{folded:#?}");
+    assert!(total(&folded) >= 20, "{} samples", total(&folded));
 }
 
 #[test]
@@ -227,7 +227,7 @@ fn target_exit_keeps_what_was_sampled() {
     assert!(started.elapsed() < Duration::from_secs(15));
     let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
     // Symbolized although the process is gone by now.
-    assert!(leaf_weight(&folded, "hot_a") > 30, "{folded:#?}");
+    assert!(leaf_weight(&folded, "hot_a") > 10, "{folded:#?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exited"), "{err}");
 }

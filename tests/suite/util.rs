@@ -80,6 +80,29 @@ pub fn build_c(source: &str, out_name: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Compiles `tests/targets/<source>` (Rust) with rustc -O -g, without
+/// forcing frame pointers; cached like `build_c`.
+pub fn build_rust(source: &str, out_name: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = repo_root().join("target/test-targets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(out_name);
+    let src = repo_root().join("tests/targets").join(source);
+    let fresh = out.exists()
+        && std::fs::metadata(&out).unwrap().modified().unwrap()
+            >= std::fs::metadata(&src).unwrap().modified().unwrap();
+    if !fresh {
+        let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .args(["-C", "opt-level=2", "-g", "--edition", "2021", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("running rustc");
+        assert!(status.success(), "compiling {source} failed");
+    }
+    out
+}
+
 /// A started target program, killed when dropped.
 pub struct Target {
     pub child: Child,

@@ -1,0 +1,180 @@
+//! Stack quality: how many user stacks were unwound to their entry point,
+//! how many were cut short, and which binaries left frames unsymbolized.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::profile::{FrameKind, Location, Profile};
+
+/// Functions that start a process or thread: a user stack whose root frame
+/// is one of these was unwound completely.
+const ENTRY_POINTS: &[&str] = &[
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+    "start_thread",
+    "clone",
+    "clone3",
+    "__clone",
+    "__clone3",
+    "__GI___clone3",
+    "__GI___clone",
+    "runtime.goexit",
+    "runtime.goexit.abi0",
+    "runtime.rt0_go",
+    "runtime.rt0_go.abi0",
+    "runtime.mstart",
+    "thread_start",
+];
+
+/// Shares of samples, over samples that have a user stack.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StackQuality {
+    /// Samples with a user stack (kernel threads excluded).
+    pub user_samples: u64,
+    /// ... whose root frame is a process or thread entry point.
+    pub reached_entry: u64,
+    /// ... marked `[truncated]` (stack copy or depth limit too small).
+    pub truncated: u64,
+    /// Samples with at least one unsymbolized frame, per binary.
+    pub unsymbolized: BTreeMap<String, u64>,
+}
+
+impl StackQuality {
+    pub fn pct(&self, n: u64) -> f64 {
+        if self.user_samples == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / self.user_samples as f64
+        }
+    }
+}
+
+/// Assesses every stack of a profile (weights are sample counts).
+pub fn assess(profile: &Profile) -> StackQuality {
+    let mut q = StackQuality::default();
+    for stack in &profile.stacks {
+        let locs: Vec<&Location> = stack
+            .locations
+            .iter()
+            .map(|&l| &profile.locations[l])
+            .collect();
+        let user: Vec<&&Location> = locs
+            .iter()
+            .filter(|l| matches!(l.kind, FrameKind::User | FrameKind::Jit))
+            .collect();
+        let truncated = locs
+            .first()
+            .is_some_and(|l| l.kind == FrameKind::Special && l.lines[0].function == "[truncated]");
+        if user.is_empty() && !truncated {
+            continue;
+        }
+        q.user_samples += stack.count;
+        if truncated {
+            q.truncated += stack.count;
+        } else if user.first().is_some_and(|root| {
+            ENTRY_POINTS.contains(&root.lines.last().map_or("", |l| l.function.as_str()))
+        }) {
+            q.reached_entry += stack.count;
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for l in &user {
+            if let Some(module) = unsymbolized_module(profile, l) {
+                if !seen.contains(&module) {
+                    seen.push(module);
+                }
+            }
+        }
+        for m in seen {
+            *q.unsymbolized.entry(m).or_default() += stack.count;
+        }
+    }
+    q
+}
+
+/// The binary of a frame that was not symbolized (its name is the
+/// `module+0xoffset` fallback), if it was not.
+fn unsymbolized_module(profile: &Profile, l: &Location) -> Option<String> {
+    let name = &l.lines.first()?.function;
+    let (module, offset) = name.rsplit_once("+0x")?;
+    if l.lines.len() != 1 || offset.is_empty() || !offset.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    match l.module.and_then(|m| profile.modules.get(m)) {
+        Some(m) if m.path.rsplit('/').next() == Some(module) => Some(module.to_string()),
+        None if module.starts_with('[') => Some(module.to_string()),
+        _ => None,
+    }
+}
+
+impl fmt::Display for StackQuality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.user_samples == 0 {
+            return Ok(());
+        }
+        write!(
+            f,
+            "  stack quality: {:.1}% of user stacks reached the process/thread entry, \
+             {:.1}% truncated",
+            self.pct(self.reached_entry),
+            self.pct(self.truncated)
+        )?;
+        if self.truncated > 0 {
+            write!(f, " (a larger --stack-size copies more of the stack)")?;
+        }
+        writeln!(f)?;
+        let mut worst: Vec<(&String, &u64)> = self.unsymbolized.iter().collect();
+        worst.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if !worst.is_empty() {
+            let list: Vec<String> = worst
+                .iter()
+                .take(5)
+                .map(|(m, n)| format!("{m} {:.1}%", self.pct(**n)))
+                .collect();
+            writeln!(f, "  samples with unsymbolized frames: {}", list.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Labels, Line, Meta, Module, Unit};
+
+    #[test]
+    fn counts_entry_truncated_and_unsymbolized() {
+        let mut p = Profile::new(Unit::Samples { period_ns: 1 }, Meta::default());
+        let m = p.intern_module(Module {
+            path: "/usr/lib/libfoo.so".into(),
+            build_id: None,
+            start: 0,
+            end: 0,
+            file_offset: 0,
+        });
+        let start = p.intern_named(FrameKind::User, "_start");
+        let main = p.intern_named(FrameKind::User, "main");
+        let trunc = p.intern_named(FrameKind::Special, "[truncated]");
+        let unsym = p.intern_location(Location {
+            kind: FrameKind::User,
+            module: Some(m),
+            address: 0x1a2b,
+            lines: vec![Line::named("libfoo.so+0x1a2b")],
+        });
+        let k = p.intern_named(FrameKind::Kernel, "schedule");
+        p.add(Labels::default(), vec![start, main], 6, 6);
+        p.add(Labels::default(), vec![trunc, main, unsym], 3, 3);
+        p.add(Labels::default(), vec![main], 1, 1);
+        p.add(Labels::default(), vec![k], 5, 5); // kernel thread: not counted
+        let q = assess(&p);
+        assert_eq!(q.user_samples, 10);
+        assert_eq!(q.reached_entry, 6);
+        assert_eq!(q.truncated, 3);
+        assert_eq!(q.unsymbolized.get("libfoo.so"), Some(&3));
+        let text = q.to_string();
+        assert!(text.contains("60.0% of user stacks reached"), "{text}");
+        assert!(text.contains("30.0% truncated"), "{text}");
+        assert!(text.contains("libfoo.so 30.0%"), "{text}");
+    }
+}
