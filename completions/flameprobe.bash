@@ -159,7 +159,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --include-idle --no-threads --unwind --stack-size --title --quiet --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --include-idle --no-threads --unwind --stack-size --title --quiet --bpf-stats --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -46,6 +46,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l al
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l no-threads -d 'Do not add a frame with the thread name under each process'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s q -l quiet -d 'No progress line and no summary on stderr'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l bpf-stats -d 'Report the BPF program\'s average run time per sample (its overhead on the profiled CPUs) in the summary'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'

@@ -94,6 +94,10 @@ pub struct RecordArgs {
     /// No progress line and no summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Report the BPF program's average run time per sample (its overhead
+    /// on the profiled CPUs) in the summary.
+    #[arg(long)]
+    pub bpf_stats: bool,
     /// Command to launch and profile (with its children) until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -147,6 +151,7 @@ impl RecordArgs {
             stack_size: self.stack_size,
             title: self.title,
             quiet: self.quiet,
+            bpf_stats: self.bpf_stats,
         })
     }
 }

@@ -25,6 +25,8 @@ pub struct RecordConfig {
     pub stack_size: u32,
     pub title: Option<String>,
     pub quiet: bool,
+    /// Measure and report the BPF program's own run time per sample.
+    pub bpf_stats: bool,
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.

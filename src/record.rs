@@ -14,8 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::RecordConfig;
 use crate::output::{self, atomic, Destination, WriteOptions};
-use crate::probe::check_bpf_support;
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, Filter};
+use crate::probe::{check_bpf_support, enable_bpf_stats};
 use crate::profile::{FrameNameOptions, Labels, Meta, Profile, Unit};
 use crate::signals;
 use crate::stacks::{RawStack, StackCollector};
@@ -118,6 +118,11 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         samples: 0,
     }));
     let sink = collector.clone();
+    let stats_guard = if config.bpf_stats {
+        Some(enable_bpf_stats().context("enabling BPF run-time statistics")?)
+    } else {
+        None
+    };
     let mut storage = MaybeUninit::uninit();
     let probe = CpuProbe::attach(&mut storage, &cpu_config, move |s| {
         sink.borrow_mut().on_sample(s)
@@ -152,7 +157,9 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     let recorded = started.elapsed();
     probe.drain();
     let stats = probe.stats();
+    let run_stats = probe.run_stats().filter(|_| stats_guard.is_some());
     drop(probe);
+    drop(stats_guard);
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
@@ -208,8 +215,21 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     };
     output::write(&profile, config.format, &opts, &config.destination)
         .with_context(|| format!("writing {}", config.destination))?;
+    log::info!(
+        "output written {} ms after recording stopped",
+        (started.elapsed() - recorded).as_millis()
+    );
     if !config.quiet {
         eprint!("{}", summary(&profile, &config.destination));
+        if let Some((runs, ns)) = run_stats {
+            // Runs that the target filter rejected cost time too: charge
+            // them to the recorded samples.
+            eprintln!(
+                "  BPF sampling program: {runs} runs, {} ns per run, {} ns per recorded sample",
+                ns.checked_div(runs).unwrap_or(0),
+                ns.checked_div(stats.samples).unwrap_or(0)
+            );
+        }
     }
     Ok(())
 }

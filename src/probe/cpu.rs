@@ -254,6 +254,21 @@ impl<'obj> CpuProbe<'obj> {
         }
     }
 
+    /// Run count and total run time (ns) of the sampling program, counted
+    /// while BPF statistics are enabled (see `setup::enable_bpf_stats`).
+    pub fn run_stats(&self) -> Option<(u64, u64)> {
+        use std::os::fd::AsFd;
+        let fd = self.skel.progs.on_cpu_sample.as_fd();
+        // SAFETY: bpf_prog_info is plain old data; the kernel fills at most
+        // `len` bytes of it.
+        let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: valid fd, info and len pointers for the duration of the call.
+        let rc =
+            unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+        (rc == 0).then_some((info.run_cnt, info.run_time_ns))
+    }
+
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> CpuStats {
         let read = |idx: types::stat_idx| -> u64 {

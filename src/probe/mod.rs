@@ -5,7 +5,7 @@ pub mod cpu;
 mod perf;
 mod setup;
 
-pub use setup::check_bpf_support;
+pub use setup::{check_bpf_support, enable_bpf_stats};
 
 /// The skeleton generated from `bpf/profile.bpf.c` (and its shared types).
 #[allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]

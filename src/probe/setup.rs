@@ -81,6 +81,20 @@ pub fn ensure_tracefs() {
     }
 }
 
+/// Turns on the kernel's BPF run-time statistics for as long as the
+/// returned descriptor is open (scoped to this process, unlike the
+/// kernel.bpf_stats_enabled sysctl).
+pub fn enable_bpf_stats() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall wrapper; a non-negative result is a new fd.
+    let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 fn route_libbpf_log() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
         let msg = msg.trim_end();

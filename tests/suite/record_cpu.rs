@@ -70,6 +70,7 @@ fn no_threads_drops_thread_frame_and_svg_is_valid() {
         "-d",
         "2s",
         "--no-threads",
+        "--bpf-stats",
         "-o",
         svg.to_str().unwrap(),
     ]);
@@ -85,6 +86,13 @@ fn no_threads_drops_thread_frame_and_svg_is_valid() {
     // Summary on stderr names the top functions and the output.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hot_a") && err.contains("wrote"), "{err}");
+    // --bpf-stats: the kernel measured the sampling program's run time.
+    let cost = err
+        .split_once(" ns per recorded sample")
+        .and_then(|(before, _)| before.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no BPF cost in summary: {err}"));
+    assert!(cost > 0, "{err}");
 }
 
 #[test]
