@@ -7,6 +7,7 @@ pub mod buildid;
 pub mod cli;
 pub mod config;
 pub mod generate;
+pub mod input;
 pub mod output;
 pub mod probe;
 pub mod proc;
