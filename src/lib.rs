@@ -14,6 +14,7 @@ pub mod proc;
 pub mod process;
 pub mod profile;
 pub mod record;
+pub mod report;
 pub mod signals;
 pub mod stacks;
 pub mod symbolize;
