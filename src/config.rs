@@ -1,8 +1,11 @@
 //! Plain, validated configuration types: what the core sees instead of clap.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
+use crate::report::ReportOptions;
 use crate::target::TargetSpec;
 use crate::unwind::UnwindMode;
 
@@ -21,8 +24,31 @@ pub struct RecordConfig {
     /// Add the thread-name frame.
     pub threads: bool,
     pub unwind: UnwindMode,
-    pub title: Option<String>,
+    pub svg: SvgOptions,
+    /// Print the report after recording.
+    pub report: bool,
     pub quiet: bool,
+}
+
+/// Everything `report` needs.
+#[derive(Clone, Debug)]
+pub struct ReportConfig {
+    /// Profile file; `-` is standard input.
+    pub input: PathBuf,
+    pub options: ReportOptions,
+    pub json: bool,
+}
+
+/// Everything `convert` needs.
+#[derive(Clone, Debug)]
+pub struct ConvertConfig {
+    /// Profile file; `-` is standard input.
+    pub input: PathBuf,
+    pub destination: Destination,
+    pub format: Format,
+    /// Add the thread-name frame.
+    pub threads: bool,
+    pub svg: SvgOptions,
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.

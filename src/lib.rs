@@ -6,6 +6,7 @@
 pub mod buildid;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod generate;
 pub mod input;
 pub mod output;

@@ -10,10 +10,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use regex::Regex;
 use serde::Serialize;
 
+use crate::config::ReportConfig;
 use crate::profile::{label_frames, FrameNameOptions, Profile, Unit};
 
 /// What to report.
@@ -230,6 +232,21 @@ fn children(
         .collect();
     out.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));
     out
+}
+
+/// `flameprobe report`: reads the input and prints the report to stdout.
+pub fn run(config: &ReportConfig) -> anyhow::Result<()> {
+    let profile = crate::input::read(&config.input)?;
+    let report = build(&profile, &config.options);
+    let text = if config.json {
+        render_json(&report)
+    } else {
+        render_text(&profile, &report, &config.options)
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 /// A value in the report's unit for people: `10.1 ms`, `1.5 MiB`, `42`.

@@ -23,6 +23,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// What the format is, for messages ("folded stacks").
+    pub fn description(self) -> &'static str {
+        match self {
+            Format::Svg => "an SVG flame graph",
+            Format::Folded => "folded stacks",
+            Format::Pprof => "a pprof profile",
+        }
+    }
+
     /// The format implied by a file name, if its extension names one.
     pub fn from_path(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();

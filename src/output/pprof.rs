@@ -229,6 +229,11 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+fn is_shared_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".so") || name.contains(".so.")
+}
+
 /// Builds the pprof message for a profile.
 pub fn encode(profile: &Profile) -> proto::Profile {
     let mut strings = Strings::new();
@@ -252,15 +257,21 @@ pub fn encode(profile: &Profile) -> proto::Profile {
     out.time_nanos = to_i64(profile.meta.start_unix_ns);
     out.duration_nanos = to_i64(profile.meta.duration_ns);
 
-    // Mappings: one per module (id = index + 1), then the synthetic ones.
-    for (i, m) in profile.modules.iter().enumerate() {
+    // Mappings: one per module, then the synthetic ones. pprof takes the
+    // first mapping for the main binary: executables before libraries.
+    let mut order: Vec<usize> = (0..profile.modules.len()).collect();
+    order.sort_by_key(|&m| is_shared_library(&profile.modules[m].path));
+    let mut mapping_of_module = vec![0; profile.modules.len()];
+    for (i, &m) in order.iter().enumerate() {
+        let module = &profile.modules[m];
+        mapping_of_module[m] = i;
         out.mapping.push(proto::Mapping {
             id: i as u64 + 1,
-            memory_start: m.start,
-            memory_limit: m.end,
-            file_offset: m.file_offset,
-            filename: strings.get(&m.path),
-            build_id: strings.get(m.build_id.as_deref().unwrap_or("")),
+            memory_start: module.start,
+            memory_limit: module.end,
+            file_offset: module.file_offset,
+            filename: strings.get(&module.path),
+            build_id: strings.get(module.build_id.as_deref().unwrap_or("")),
             ..Default::default()
         });
     }
@@ -275,7 +286,7 @@ pub fn encode(profile: &Profile) -> proto::Profile {
                 let address = module
                     .start
                     .wrapping_add(loc.address.wrapping_sub(module.file_offset));
-                (Some(m), address)
+                (Some(mapping_of_module[m]), address)
             }
             (None, FrameKind::Kernel | FrameKind::Jit) => {
                 let name = if loc.kind == FrameKind::Kernel {

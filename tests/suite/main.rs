@@ -6,4 +6,7 @@
 mod util;
 
 mod cli;
+mod convert;
+mod pprof_go;
 mod record_cpu;
+mod report;
