@@ -251,6 +251,9 @@ pub fn run(config: &ReportConfig) -> anyhow::Result<()> {
 
 /// A value in the report's unit for people: `10.1 ms`, `1.5 MiB`, `42`.
 pub fn format_value(unit: &str, v: u64) -> String {
+    if v == 0 {
+        return "0".into();
+    }
     match unit {
         "nanoseconds" => {
             let f = v as f64;
@@ -480,5 +483,6 @@ main 1
         assert_eq!(format_value("bytes", 1536), "1.5 KiB");
         assert_eq!(format_value("bytes", 10), "10 B");
         assert_eq!(format_value("count", 7), "7");
+        assert_eq!(format_value("nanoseconds", 0), "0");
     }
 }
