@@ -191,6 +191,14 @@ fn convert(p: &proto::Profile) -> Result<Profile, String> {
                     count: objects,
                 },
             )
+        } else if let Some(weight) = find("weight", "count") {
+            (
+                Unit::Count,
+                ValueIndex {
+                    weight,
+                    count: find("samples", "count").unwrap_or(weight),
+                },
+            )
         } else {
             // Another tool's profile: its default (or last) sample type.
             let default = s(p.default_sample_type)?;
@@ -396,6 +404,11 @@ mod tests {
         let back = parse("t.pb", &bytes, false).unwrap();
         assert_eq!(back.unit, Unit::Count);
         assert_eq!(folded_text(&back), text);
+        // Counts that differ from weights (perf script periods) survive.
+        let perf = "app 1 1.0: 250 cpu-clock:\n\t 12 f+0x1 (/x)\n\napp 1 1.1: 250 cpu-clock:\n\t 12 f+0x1 (/x)\n";
+        let p = crate::input::perf::parse("t", perf).unwrap();
+        let back = parse("t.pb", &writer::encode(&p).encode_to_vec(), false).unwrap();
+        assert_eq!((back.total_weight(), back.total_count()), (500, 2));
     }
 
     #[test]

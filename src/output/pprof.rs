@@ -185,7 +185,8 @@ pub type TypeUnit = (&'static str, &'static str);
 /// period type. Values are, in this order:
 /// - `Samples`: sample count, count x period in nanoseconds;
 /// - `Bytes`: bytes (weight), objects (count);
-/// - `Count`: the weight.
+/// - `Count`: events (count), the weight (converted files: for folded
+///   input both are the line's count; `perf script` weighs by period).
 pub fn sample_types(unit: Unit) -> (&'static [TypeUnit], TypeUnit) {
     match unit {
         Unit::Samples { .. } => (
@@ -196,7 +197,10 @@ pub fn sample_types(unit: Unit) -> (&'static [TypeUnit], TypeUnit) {
             &[("inuse_space", "bytes"), ("inuse_objects", "count")],
             ("space", "bytes"),
         ),
-        Unit::Count => (&[("samples", "count")], ("samples", "count")),
+        Unit::Count => (
+            &[("samples", "count"), ("weight", "count")],
+            ("samples", "count"),
+        ),
     }
 }
 
@@ -376,7 +380,7 @@ pub fn encode(profile: &Profile) -> proto::Profile {
                 to_i64(stack.weight.saturating_mul(period_ns)),
             ],
             Unit::Bytes => vec![to_i64(stack.weight), to_i64(stack.count)],
-            Unit::Count => vec![to_i64(stack.weight)],
+            Unit::Count => vec![to_i64(stack.count), to_i64(stack.weight)],
         };
         let mut labels = Vec::new();
         let l = &stack.labels;
