@@ -74,7 +74,7 @@ fn go_tool_pprof_reads_recorded_profile() {
     assert!(top.contains("Type: cpu"), "{top}");
     let (a, b) = (flat_percent(&top, "hot_a"), flat_percent(&top, "hot_b"));
     let share_a = 100.0 * a / (a + b);
-    assert!((share_a - 75.0).abs() <= 4.0, "hot_a {share_a:.1}%:\n{top}");
+    assert!((share_a - 75.0).abs() <= 5.0, "hot_a {share_a:.1}%:\n{top}");
     assert!(a + b > 95.0, "hot functions hold the time:\n{top}");
     assert!(top.contains(&format!(
         "File: {}",

@@ -165,7 +165,7 @@ fn tree_of_the_75_25_target_shows_both_branches() {
     let b = child(run, "path_b1")["total"].as_f64().unwrap();
     let share_a = 100.0 * a / (a + b);
     assert!(
-        (share_a - 75.0).abs() <= 4.0,
+        (share_a - 75.0).abs() <= 5.0,
         "path_a1 {share_a:.1}%: {r:#}"
     );
     // The chain below each branch is complete.
