@@ -19,6 +19,9 @@ _flameprobe() {
             flameprobe,completions)
                 cmd="flameprobe__subcmd__completions"
                 ;;
+            flameprobe,convert)
+                cmd="flameprobe__subcmd__convert"
+                ;;
             flameprobe,generate)
                 cmd="flameprobe__subcmd__generate"
                 ;;
@@ -28,8 +31,14 @@ _flameprobe() {
             flameprobe,record)
                 cmd="flameprobe__subcmd__record"
                 ;;
+            flameprobe,report)
+                cmd="flameprobe__subcmd__report"
+                ;;
             flameprobe__subcmd__help,completions)
                 cmd="flameprobe__subcmd__help__subcmd__completions"
+                ;;
+            flameprobe__subcmd__help,convert)
+                cmd="flameprobe__subcmd__help__subcmd__convert"
                 ;;
             flameprobe__subcmd__help,generate)
                 cmd="flameprobe__subcmd__help__subcmd__generate"
@@ -40,6 +49,9 @@ _flameprobe() {
             flameprobe__subcmd__help,record)
                 cmd="flameprobe__subcmd__help__subcmd__record"
                 ;;
+            flameprobe__subcmd__help,report)
+                cmd="flameprobe__subcmd__help__subcmd__report"
+                ;;
             *)
                 ;;
         esac
@@ -47,7 +59,7 @@ _flameprobe() {
 
     case "${cmd}" in
         flameprobe)
-            opts="-v -h -V --verbose --help --version record completions generate help"
+            opts="-v -h -V --verbose --help --version record report convert completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -74,6 +86,48 @@ _flameprobe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        flameprobe__subcmd__convert)
+            opts="-o -f -v -h --output --format --no-threads --title --reverse --colors --min-width --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    return 0
+                    ;;
+                --title)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --colors)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-width)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         flameprobe__subcmd__generate)
             opts="-v -h --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -89,7 +143,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__help)
-            opts="record completions generate help"
+            opts="record report convert completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -103,6 +157,20 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flameprobe__subcmd__help__subcmd__convert)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -158,8 +226,22 @@ _flameprobe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        flameprobe__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --include-idle --no-threads --unwind --stack-size --title --quiet --bpf-stats --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --quiet --bpf-stats --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,11 +280,11 @@ _flameprobe() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "svg folded" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "svg folded" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
                     return 0
                     ;;
                 --unwind)
@@ -214,6 +296,40 @@ _flameprobe() {
                     return 0
                     ;;
                 --title)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --colors)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-width)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flameprobe__subcmd__report)
+            opts="-v -h --tree --focus --min-percent --top --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --focus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -28,6 +28,8 @@ complete -c flameprobe -n "__fish_flameprobe_needs_command" -s v -l verbose -d '
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s V -l version -d 'Print version'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" -d 'Print shell completions to stdout'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -35,25 +37,50 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s p -l pi
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'Interactive flame graph (SVG)'
-folded\t'Folded stacks: `frame;frame;... count` per line'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension: .svg, .folded/.txt, .pb.gz/.pprof/.pb)' -r -f -a "svg\t'Interactive flame graph (SVG)'
+folded\t'Folded stacks: `frame;frame;... count` per line'
+pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l unwind -d 'How user stacks are unwound: auto (DWARF where binaries have CFI, frame pointers elsewhere), dwarf, or fp (frame pointers only: smallest records, loses callers in code built without them)' -r -f -a "auto\t'DWARF where the binary has CFI, frame pointers otherwise, per sample'
 dwarf\t'DWARF/CFI unwinding of a copy of the user stack'
 fp\t'Frame pointers walked in the kernel (smallest, cheapest record)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l stack-size -d 'Bytes of user stack copied per sample for DWARF unwinding, 4K to 64K (e.g. 16K, 32768). Deeper stacks are marked [truncated]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l title -d 'Title of the SVG' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l colors -d 'SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple, orange, wakeup, java, js, perl, python, rust' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-width -d 'Leave out SVG frames narrower than this many pixels (default 0.1)' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l report -d 'Also print the top-functions report (to stderr when the profile goes to stdout)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l no-threads -d 'Do not add a frame with the thread name under each process'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l reverse -d 'Draw an icicle graph (root at the top) in the SVG'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s q -l quiet -d 'No progress line and no summary on stderr'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l bpf-stats -d 'Report the BPF program\'s average run time per sample (its overhead on the profiled CPUs) in the summary'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l focus -d 'Keep only stacks with a frame matching this regular expression' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l min-percent -d 'Leave out tree nodes under this share of the total' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l top -d 'Rows in the top-functions table (0 = all)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l tree -d 'Also print the merged call tree: total, self and count per frame'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l json -d 'Print the report (top table and tree) as JSON'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -s h -l help -d 'Print help'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'Interactive flame graph (SVG)'
+folded\t'Folded stacks: `frame;frame;... count` per line'
+pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l title -d 'Title of the SVG' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l colors -d 'SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple, orange, wakeup, java, js, perl, python, rust' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l min-width -d 'Leave out SVG frames narrower than this many pixels (default 0.1)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l no-threads -d 'Do not add a frame with the thread name under each process'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l reverse -d 'Draw an icicle graph (root at the top) in the SVG'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, RecordConfig};
+use crate::config::{self, ConvertConfig, RecordConfig, ReportConfig};
+use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
+use crate::report::ReportOptions;
 use crate::target::TargetSpec;
 use crate::unwind::UnwindMode;
 
@@ -29,6 +31,10 @@ pub struct Cli {
 pub enum Cmd {
     /// Record a flame graph of where targets spend CPU time.
     Record(RecordArgs),
+    /// Print the top functions and the call tree of a profile file.
+    Report(ReportArgs),
+    /// Convert a profile between folded, pprof and SVG (also reads perf script).
+    Convert(ConvertArgs),
     /// Print shell completions to stdout.
     Completions {
         /// Shell to generate completions for.
@@ -48,6 +54,7 @@ Examples:
   sudo flameprobe record -p 1234 -d 30s -o app.svg
   sudo flameprobe record -d 10s -o system.svg          (whole machine)
   sudo flameprobe record -o - -- ./my-benchmark --quick | grep main
+  sudo flameprobe record -p 1234 -d 30s -o app.pb.gz --report   (pprof + table)
 Exit codes: 0 success, 1 error, 2 usage error.")]
 pub struct RecordArgs {
     /// Profile these processes (all their threads); repeat or comma-separate.
@@ -70,9 +77,14 @@ pub struct RecordArgs {
     /// Output file; `-` writes folded stacks to stdout.
     #[arg(short, long, default_value = "flame.svg")]
     pub output: PathBuf,
-    /// Output format (default: from the file extension).
+    /// Output format (default: from the file extension: .svg, .folded/.txt,
+    /// .pb.gz/.pprof/.pb).
     #[arg(short, long, value_enum)]
     pub format: Option<Format>,
+    /// Also print the top-functions report (to stderr when the profile goes
+    /// to stdout).
+    #[arg(long)]
+    pub report: bool,
     /// Include the idle task (CPU time spent idle) in whole-system profiles.
     #[arg(long)]
     pub include_idle: bool,
@@ -88,9 +100,8 @@ pub struct RecordArgs {
     /// (e.g. 16K, 32768). Deeper stacks are marked [truncated].
     #[arg(long, default_value = "16K", value_parser = parse_stack_size_arg)]
     pub stack_size: u32,
-    /// Title of the SVG.
-    #[arg(long)]
-    pub title: Option<String>,
+    #[command(flatten)]
+    pub svg: SvgArgs,
     /// No progress line and no summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -101,6 +112,165 @@ pub struct RecordArgs {
     /// Command to launch and profile (with its children) until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// SVG options shared by `record` and `convert`.
+#[derive(Debug, Args)]
+pub struct SvgArgs {
+    /// Title of the SVG.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Draw an icicle graph (root at the top) in the SVG.
+    #[arg(long)]
+    pub reverse: bool,
+    /// SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple,
+    /// orange, wakeup, java, js, perl, python, rust.
+    #[arg(long, value_name = "PALETTE", value_parser = parse_colors_arg)]
+    pub colors: Option<String>,
+    /// Leave out SVG frames narrower than this many pixels (default 0.1).
+    #[arg(long, value_name = "PIXELS", value_parser = parse_min_width_arg)]
+    pub min_width: Option<f64>,
+}
+
+impl SvgArgs {
+    fn into_options(self) -> SvgOptions {
+        SvgOptions {
+            title: self.title,
+            reverse: self.reverse,
+            colors: self.colors,
+            min_width: self.min_width,
+        }
+    }
+}
+
+fn parse_colors_arg(s: &str) -> Result<String, String> {
+    s.parse::<inferno::flamegraph::color::Palette>()
+        .map(|_| s.to_string())
+        .map_err(|e| format!("unknown palette '{s}': {e}"))
+}
+
+fn parse_min_width_arg(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if w.is_finite() && w >= 0.0 => Ok(w),
+        _ => Err(format!("invalid width '{s}': expected pixels, e.g. 0.5")),
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads folded stacks, pprof (.pb or .pb.gz) or `perf script` text; the format
+is detected from the content. Values are in the profile's unit: CPU time
+(samples x sampling period), bytes, or plain counts for folded files.
+Examples:
+  flameprobe report app.pb.gz
+  flameprobe report --tree --min-percent 5 app.folded
+  flameprobe report --focus 'crc_' --json app.pb.gz | jq '.top[0]'
+  perf script | flameprobe report -
+Exit codes: 0 success, 1 error, 2 usage error.")]
+pub struct ReportArgs {
+    /// Profile to read; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Also print the merged call tree: total, self and count per frame.
+    #[arg(long)]
+    pub tree: bool,
+    /// Keep only stacks with a frame matching this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub focus: Option<String>,
+    /// Leave out tree nodes under this share of the total.
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = parse_percent_arg)]
+    pub min_percent: f64,
+    /// Rows in the top-functions table (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+    /// Print the report (top table and tree) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_percent_arg(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("invalid percentage '{s}': expected 0 to 100")),
+    }
+}
+
+impl ReportArgs {
+    pub fn into_config(self) -> Result<ReportConfig, String> {
+        let focus = match &self.focus {
+            Some(re) => Some(
+                regex::Regex::new(re)
+                    .map_err(|e| format!("invalid --focus regular expression: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(ReportConfig {
+            input: self.file,
+            options: ReportOptions {
+                tree: self.tree,
+                focus,
+                min_percent: self.min_percent,
+                top: self.top,
+            },
+            json: self.json,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The input format is detected from the content: folded stacks, pprof (.pb or
+.pb.gz), or `perf script` text (folded like inferno-collapse-perf --all).
+Examples:
+  flameprobe convert app.pb.gz -o app.svg --title 'app, 30s'
+  flameprobe convert app.folded -o app.pb.gz
+  perf script | flameprobe convert - -o perf.svg
+  flameprobe convert app.pb.gz -o - | grep crc_block
+Exit codes: 0 success, 1 error, 2 usage error.")]
+pub struct ConvertArgs {
+    /// Profile to read; `-` reads standard input.
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output file; `-` writes folded stacks to stdout.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Output format (default: from the file extension).
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+    /// Do not add a frame with the thread name under each process.
+    #[arg(long)]
+    pub no_threads: bool,
+    #[command(flatten)]
+    pub svg: SvgArgs,
+}
+
+impl ConvertArgs {
+    pub fn into_config(self) -> Result<ConvertConfig, String> {
+        let destination = Destination::parse(&self.output);
+        let format = output_format(self.format, &destination)?;
+        Ok(ConvertConfig {
+            input: self.input,
+            destination,
+            format,
+            threads: !self.no_threads,
+            svg: self.svg.into_options(),
+        })
+    }
+}
+
+/// The output format: as given, folded for stdout, else from the name.
+fn output_format(format: Option<Format>, destination: &Destination) -> Result<Format, String> {
+    match (format, destination) {
+        (Some(f), _) => Ok(f),
+        (None, Destination::Stdout) => Ok(Format::Folded),
+        (None, Destination::File(p)) => Format::from_path(p).ok_or_else(|| {
+            format!(
+                "cannot tell the output format from '{}': use a .svg, .folded, .txt, \
+                 .pb.gz, .pprof or .pb name, or pass --format",
+                p.display()
+            )
+        }),
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -128,17 +298,7 @@ impl RecordArgs {
             TargetSpec::System
         };
         let destination = Destination::parse(&self.output);
-        let format = match (self.format, &destination) {
-            (Some(f), _) => f,
-            (None, Destination::Stdout) => Format::Folded,
-            (None, Destination::File(p)) => Format::from_path(p).ok_or_else(|| {
-                format!(
-                    "cannot tell the output format from '{}': use a .svg, .folded or .txt \
-                     name, or pass --format",
-                    p.display()
-                )
-            })?,
-        };
+        let format = output_format(self.format, &destination)?;
         Ok(RecordConfig {
             target,
             duration: self.duration,
@@ -149,7 +309,8 @@ impl RecordArgs {
             threads: !self.no_threads,
             unwind: self.unwind,
             stack_size: self.stack_size,
-            title: self.title,
+            svg: self.svg.into_options(),
+            report: self.report,
             quiet: self.quiet,
             bpf_stats: self.bpf_stats,
         })

@@ -1,8 +1,11 @@
 //! Plain, validated configuration types: what the core sees instead of clap.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
+use crate::report::ReportOptions;
 use crate::target::TargetSpec;
 use crate::unwind::UnwindMode;
 
@@ -23,10 +26,33 @@ pub struct RecordConfig {
     pub unwind: UnwindMode,
     /// Bytes of user stack copied per sample for DWARF unwinding.
     pub stack_size: u32,
-    pub title: Option<String>,
+    pub svg: SvgOptions,
+    /// Print the report after recording.
+    pub report: bool,
     pub quiet: bool,
     /// Measure and report the BPF program's own run time per sample.
     pub bpf_stats: bool,
+}
+
+/// Everything `report` needs.
+#[derive(Clone, Debug)]
+pub struct ReportConfig {
+    /// Profile file; `-` is standard input.
+    pub input: PathBuf,
+    pub options: ReportOptions,
+    pub json: bool,
+}
+
+/// Everything `convert` needs.
+#[derive(Clone, Debug)]
+pub struct ConvertConfig {
+    /// Profile file; `-` is standard input.
+    pub input: PathBuf,
+    pub destination: Destination,
+    pub format: Format,
+    /// Add the thread-name frame.
+    pub threads: bool,
+    pub svg: SvgOptions,
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.

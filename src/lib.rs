@@ -6,7 +6,9 @@
 pub mod buildid;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod generate;
+pub mod input;
 pub mod output;
 pub mod probe;
 pub mod proc;
@@ -14,6 +16,7 @@ pub mod process;
 pub mod profile;
 pub mod quality;
 pub mod record;
+pub mod report;
 pub mod signals;
 pub mod stacks;
 pub mod symbolize;

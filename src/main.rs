@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flameprobe::cli::{Cli, Cmd};
-use flameprobe::{generate, record};
+use flameprobe::{convert, generate, record, report};
 
 /// Exit codes (documented in README and --help).
 const EXIT_ERROR: u8 = 1;
@@ -25,6 +25,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Record(args) => match args.into_config() {
             Ok(config) => record::run(&config),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        Cmd::Report(args) => match args.into_config() {
+            Ok(config) => report::run(&config),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        Cmd::Convert(args) => match args.into_config() {
+            Ok(config) => convert::run(&config),
             Err(msg) => {
                 eprintln!("error: {msg}");
                 return ExitCode::from(EXIT_USAGE);

@@ -4,7 +4,7 @@
 //! target exit -> symbolize -> Profile -> output.
 
 use std::cell::RefCell;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::mem::MaybeUninit;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,10 +13,11 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::RecordConfig;
-use crate::output::{self, atomic, Destination, WriteOptions};
+use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, Filter};
 use crate::probe::{check_bpf_support, enable_bpf_stats};
 use crate::profile::{FrameNameOptions, Labels, Meta, Profile, Unit};
+use crate::report::{self, ReportOptions};
 use crate::signals;
 use crate::stacks::{RawStack, StackCollector};
 use crate::symbolize::Symbolizer;
@@ -205,10 +206,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         .into_profile(Unit::Samples { period_ns }, meta, &mut symbolizer);
 
     let opts = WriteOptions {
-        svg: output::svg::SvgOptions {
-            title: config.title.clone(),
-            ..Default::default()
-        },
+        svg: config.svg.clone(),
         folded: FrameNameOptions {
             threads: config.threads,
         },
@@ -220,7 +218,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         (started.elapsed() - recorded).as_millis()
     );
     if !config.quiet {
-        eprint!("{}", summary(&profile, &config.destination));
+        eprint!("{}", summary(&profile, config.format, &config.destination));
         if let Some((runs, ns)) = run_stats {
             // Runs that the target filter rejected cost time too: charge
             // them to the recorded samples.
@@ -229,6 +227,19 @@ pub fn run(config: &RecordConfig) -> Result<()> {
                 ns.checked_div(runs).unwrap_or(0),
                 ns.checked_div(stats.samples).unwrap_or(0)
             );
+        }
+    }
+    if config.report {
+        let opts = ReportOptions::default();
+        let text = report::render_text(&profile, &report::build(&profile, &opts), &opts);
+        // Stdout carries the profile when it goes there: report on stderr.
+        if config.destination == Destination::Stdout {
+            eprint!("{text}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing the report to standard output")?;
         }
     }
     Ok(())
@@ -265,7 +276,7 @@ fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
 }
 
 /// The end-of-recording summary for stderr.
-pub fn summary(profile: &Profile, dest: &Destination) -> String {
+pub fn summary(profile: &Profile, format: Format, dest: &Destination) -> String {
     let total = profile.total_weight();
     let mut out = format!(
         "flameprobe: {} {} ({} lost) from {} in {:.1}s, {} unique stacks\n",
@@ -292,7 +303,10 @@ pub fn summary(profile: &Profile, dest: &Destination) -> String {
     }
     out.push_str(&crate::quality::assess(profile).to_string());
     match dest {
-        Destination::Stdout => out.push_str("  wrote folded stacks to standard output\n"),
+        Destination::Stdout => out.push_str(&format!(
+            "  wrote {} to standard output\n",
+            format.description()
+        )),
         Destination::File(p) => out.push_str(&format!("  wrote {}\n", p.display())),
     }
     out

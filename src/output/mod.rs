@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod folded;
+pub mod pprof;
 pub mod svg;
 
 use std::io::{self, Write};
@@ -17,9 +18,20 @@ pub enum Format {
     Svg,
     /// Folded stacks: `frame;frame;... count` per line.
     Folded,
+    /// gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana).
+    Pprof,
 }
 
 impl Format {
+    /// What the format is, for messages ("folded stacks").
+    pub fn description(self) -> &'static str {
+        match self {
+            Format::Svg => "an SVG flame graph",
+            Format::Folded => "folded stacks",
+            Format::Pprof => "a pprof profile",
+        }
+    }
+
     /// The format implied by a file name, if its extension names one.
     pub fn from_path(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
@@ -27,6 +39,8 @@ impl Format {
             Some(Format::Svg)
         } else if name.ends_with(".folded") || name.ends_with(".txt") {
             Some(Format::Folded)
+        } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
+            Some(Format::Pprof)
         } else {
             None
         }
@@ -76,6 +90,7 @@ pub fn write_to(
     match format {
         Format::Folded => folded::write(profile, &opts.folded, w),
         Format::Svg => svg::write(profile, &opts.svg, &opts.folded, w),
+        Format::Pprof => pprof::write(profile, w),
     }
 }
 
@@ -114,6 +129,9 @@ mod tests {
         );
         assert_eq!(Format::from_path(Path::new("x.txt")), Some(Format::Folded));
         assert_eq!(Format::from_path(Path::new("x.bin")), None);
+        for name in ["p.pb.gz", "p.pprof", "p.pb"] {
+            assert_eq!(Format::from_path(Path::new(name)), Some(Format::Pprof));
+        }
         assert_eq!(Destination::parse(Path::new("-")), Destination::Stdout);
     }
 }

@@ -12,6 +12,13 @@ fn usage_errors_exit_2() {
         &["record", "-a", "-p", "1"],
         &["record", "-o", "out.unknownext"],
         &["record", "-p", "1", "--", "true"],
+        &["record", "--colors", "nope"],
+        &["record", "--min-width", "-1"],
+        &["report"],
+        &["report", "x.folded", "--min-percent", "200"],
+        &["report", "x.folded", "--focus", "("],
+        &["convert", "x.folded"],
+        &["convert", "x.folded", "-o", "out.unknownext"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

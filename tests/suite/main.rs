@@ -6,6 +6,9 @@
 mod util;
 
 mod cli;
+mod convert;
+mod pprof_go;
 mod record_cpu;
 mod record_dwarf;
+mod report;
 mod unwind;

@@ -84,7 +84,7 @@ fn callback_from_libc_qsort_keeps_caller_and_main() {
     let target = Target::start(&bin, &["60"]);
     let (folded, _) = record_pid(target.pid(), &["-d", "3s", "-F", "199"]);
     let callback: u64 = leaf_weight(&folded, "cmp_values");
-    assert!(callback > 50, "{folded:#?}");
+    assert!(callback > 25, "{folded:#?}");
     let chained: u64 = folded
         .iter()
         .filter(|(s, _)| {
@@ -141,7 +141,7 @@ fn deep_recursion_is_complete_or_marked_truncated() {
     let (folded, err) = record_pid(target.pid(), &["-d", "2s"]);
     let (complete, truncated) = assert_recursion_order(&folded);
     assert!(
-        truncated > 50 && complete == 0,
+        truncated > 25 && complete == 0,
         "{complete}/{truncated}: {folded:#?}"
     );
     assert!(err.contains("truncated (a larger --stack-size"), "{err}");
@@ -149,7 +149,7 @@ fn deep_recursion_is_complete_or_marked_truncated() {
     let (folded, _) = record_pid(target.pid(), &["-d", "2s", "--stack-size", "64K"]);
     let (complete, truncated) = assert_recursion_order(&folded);
     assert!(
-        complete > 50 && truncated == 0,
+        complete > 25 && truncated == 0,
         "{complete}/{truncated}: {folded:#?}"
     );
 }
@@ -203,7 +203,7 @@ fn rust_program_without_frame_pointers_is_demangled_and_complete() {
         .filter(|(s, _)| in_mix(s))
         .map(|(_, w)| w)
         .sum();
-    assert!(hot > 100, "{folded:#?}");
+    assert!(hot > 40, "{folded:#?}");
     let chained = share(&folded, |s| {
         in_mix(s)
             && s.contains(";_start;__libc_start_main_impl;__libc_start_call_main;main;")

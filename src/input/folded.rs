@@ -1,0 +1,113 @@
+//! Folded stacks: `frame;frame;...;leaf count` per line, root first.
+//!
+//! Frames are kept exactly (label frames like `[1234]app` included); the
+//! `_[k]` and `_[j]` suffixes become kernel and JIT frames, which the folded
+//! writer suffixes again, so folded -> profile -> folded is lossless.
+
+use super::{InputError, Position};
+use crate::profile::{FrameKind, Labels, Meta, Profile, Unit};
+
+/// Splits a folded frame name into its kind and function name.
+pub fn frame_kind(frame: &str) -> (FrameKind, &str) {
+    if let Some(name) = frame.strip_suffix("_[k]") {
+        (FrameKind::Kernel, name)
+    } else if let Some(name) = frame.strip_suffix("_[j]") {
+        (FrameKind::Jit, name)
+    } else {
+        (FrameKind::User, frame)
+    }
+}
+
+pub fn parse(name: &str, text: &str) -> Result<Profile, InputError> {
+    let mut profile = Profile::new(Unit::Count, Meta::default());
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |msg: String| InputError::new(name, Some(Position::Line(i + 1)), msg);
+        let (stack, count) = line.rsplit_once(' ').ok_or_else(|| {
+            err(format!(
+                "no count at the end of the line (expected 'frame;frame;... COUNT'): {}",
+                excerpt(line)
+            ))
+        })?;
+        let count: u64 = count.trim().parse().map_err(|_| {
+            err(format!(
+                "{} is not a count (expected 'frame;frame;... COUNT')",
+                excerpt(count)
+            ))
+        })?;
+        let stack = stack.trim_end();
+        if stack.is_empty() {
+            return Err(err("a count without a stack".into()));
+        }
+        let locations = stack
+            .split(';')
+            .map(|frame| {
+                let (kind, function) = frame_kind(frame);
+                profile.intern_named(kind, function)
+            })
+            .collect();
+        profile.add(Labels::default(), locations, count, count);
+    }
+    Ok(profile)
+}
+
+/// The start of an offending line, short enough for one error line.
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 60;
+    if s.chars().count() <= MAX {
+        format!("'{s}'")
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("'{head}...'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::folded;
+    use crate::profile::FrameNameOptions;
+
+    #[test]
+    fn round_trips_through_the_writer() {
+        let text = "[9]app;app;main;a;sys_read_[k] 1\n[9]app;app;main;b 5\nx;jitted_[j] 2\n";
+        let p = parse("t", text).unwrap();
+        assert_eq!(p.total_weight(), 8);
+        assert_eq!(p.total_count(), 8);
+        let mut out = Vec::new();
+        folded::write(&p, &FrameNameOptions::default(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), text);
+        let k = p.stacks[0].locations[4];
+        assert_eq!(p.locations[k].kind, FrameKind::Kernel);
+        assert_eq!(p.locations[k].lines[0].function, "sys_read");
+    }
+
+    #[test]
+    fn merges_repeated_stacks_and_skips_blank_lines() {
+        let p = parse("t", "a;b 1\n\r\n\na;b 2\r\n").unwrap();
+        assert_eq!(p.stacks.len(), 1);
+        assert_eq!(p.stacks[0].weight, 3);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = parse("f.folded", "a;b 1\na;b\n").unwrap_err();
+        assert_eq!(err.position, Some(Position::Line(2)));
+        assert!(
+            err.to_string()
+                .starts_with("f.folded:2: no count at the end of the line"),
+            "{err}"
+        );
+        let err = parse("f.folded", "a;b 1\n\na;b x1\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("f.folded:3: 'x1' is not a count"),
+            "{err}"
+        );
+        assert!(parse("f", " 5\n").is_err());
+        assert!(parse("f", "a -5\n").is_err());
+    }
+}

@@ -1,0 +1,488 @@
+//! `flameprobe report`: a text (or JSON) summary of a [`Profile`] for the
+//! terminal: the top functions by self weight, and the merged call tree.
+//!
+//! The tree merges identical frames at the same position from the root
+//! (as a thread-dump analysis does). Every node has a total weight (the
+//! "duration" of everything through it), a self weight (total minus its
+//! children: time in the frame itself) and a count (samples, or
+//! allocations, through it). Weights are shown in the profile's unit: CPU
+//! samples become time (samples x sampling period), memory is bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::config::ReportConfig;
+use crate::profile::{label_frames, FrameNameOptions, Profile, Unit};
+
+/// What to report.
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// Include the call tree in the text output.
+    pub tree: bool,
+    /// Keep only stacks with a frame matching this.
+    pub focus: Option<Regex>,
+    /// Drop tree nodes under this share of the total, in percent.
+    pub min_percent: f64,
+    /// Rows of the top table (0 = all).
+    pub top: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            tree: false,
+            focus: None,
+            min_percent: 1.0,
+            top: 20,
+        }
+    }
+}
+
+/// One function in the top table. Values are in [`Report::unit`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopRow {
+    pub name: String,
+    #[serde(rename = "self")]
+    pub self_value: u64,
+    pub self_percent: f64,
+    pub total: u64,
+    pub total_percent: f64,
+    /// Samples (events) in which the function is on the stack.
+    pub count: u64,
+}
+
+/// A node of the merged call tree. Values are in [`Report::unit`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TreeNode {
+    pub name: String,
+    /// Everything through this frame ("duration").
+    pub total: u64,
+    pub total_percent: f64,
+    /// Total minus the children ("self duration").
+    #[serde(rename = "self")]
+    pub self_value: u64,
+    /// Samples through this frame ("dump count").
+    pub count: u64,
+    pub children: Vec<TreeNode>,
+}
+
+/// The report data, printed as text or serialized as JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Unit of every value: "nanoseconds", "bytes" or "count".
+    pub unit: &'static str,
+    /// Total weight of the whole profile.
+    pub total: u64,
+    /// Total samples (events) of the whole profile.
+    pub count: u64,
+    /// Sampling period of CPU profiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub focus: Option<String>,
+    /// Weight of the stacks kept by the focus (= total without focus).
+    pub focused_total: u64,
+    pub min_percent: f64,
+    pub top: Vec<TopRow>,
+    /// Roots of the merged call tree, pruned by `min_percent`.
+    pub tree: Vec<TreeNode>,
+}
+
+/// Trie node while building.
+#[derive(Default)]
+struct Building {
+    weight: u64,
+    count: u64,
+    children: BTreeMap<String, usize>,
+}
+
+#[derive(Default)]
+struct FunctionTotals {
+    self_weight: u64,
+    total: u64,
+    count: u64,
+}
+
+/// Builds the report for a profile.
+pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
+    let (unit, scale, period_ns) = match profile.unit {
+        Unit::Samples { period_ns } if period_ns > 0 => ("nanoseconds", period_ns, Some(period_ns)),
+        Unit::Samples { .. } | Unit::Count => ("count", 1, None),
+        Unit::Bytes => ("bytes", 1, None),
+    };
+    let names_opts = FrameNameOptions { threads: true };
+    let total_weight = profile.total_weight();
+    let mut nodes = vec![Building::default()];
+    let mut functions: HashMap<String, FunctionTotals> = HashMap::new();
+    let mut focused = 0u64;
+    for stack in &profile.stacks {
+        if stack.weight == 0 && stack.count == 0 {
+            continue;
+        }
+        let names = profile.frame_names(stack, &names_opts);
+        if let Some(re) = &opts.focus {
+            if !names.iter().any(|n| re.is_match(n)) {
+                continue;
+            }
+        }
+        focused += stack.weight;
+        let mut at = 0;
+        for name in &names {
+            let next = match nodes[at].children.get(name) {
+                Some(&i) => i,
+                None => {
+                    nodes.push(Building::default());
+                    let i = nodes.len() - 1;
+                    nodes[at].children.insert(name.clone(), i);
+                    i
+                }
+            };
+            at = next;
+            nodes[at].weight += stack.weight;
+            nodes[at].count += stack.count;
+        }
+        // Functions: the frames below the label frames, each counted once
+        // per stack however often it recurses.
+        let labels = label_frames(&stack.labels, names_opts.threads).len();
+        let funcs = &names[labels.min(names.len())..];
+        let mut seen: Vec<&str> = Vec::with_capacity(funcs.len());
+        for name in funcs {
+            if seen.contains(&name.as_str()) {
+                continue;
+            }
+            seen.push(name);
+            let f = functions.entry(name.clone()).or_default();
+            f.total += stack.weight;
+            f.count += stack.count;
+        }
+        if let Some(leaf) = funcs.last() {
+            functions.entry(leaf.clone()).or_default().self_weight += stack.weight;
+        }
+    }
+
+    let percent = |w: u64| {
+        if total_weight == 0 {
+            0.0
+        } else {
+            100.0 * w as f64 / total_weight as f64
+        }
+    };
+    let mut top: Vec<TopRow> = functions
+        .into_iter()
+        .map(|(name, f)| TopRow {
+            name,
+            self_value: f.self_weight * scale,
+            self_percent: percent(f.self_weight),
+            total: f.total * scale,
+            total_percent: percent(f.total),
+            count: f.count,
+        })
+        .collect();
+    top.sort_by(|a, b| {
+        b.self_value
+            .cmp(&a.self_value)
+            .then(b.total.cmp(&a.total))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    if opts.top > 0 {
+        top.truncate(opts.top);
+    }
+
+    let tree = children(&nodes, 0, &|w| w * scale, &percent, opts.min_percent);
+    Report {
+        unit,
+        total: total_weight * scale,
+        count: profile.total_count(),
+        period_ns,
+        focus: opts.focus.as_ref().map(|r| r.as_str().to_string()),
+        focused_total: focused * scale,
+        min_percent: opts.min_percent,
+        top,
+        tree,
+    }
+}
+
+fn children(
+    nodes: &[Building],
+    at: usize,
+    scale: &dyn Fn(u64) -> u64,
+    percent: &dyn Fn(u64) -> f64,
+    min_percent: f64,
+) -> Vec<TreeNode> {
+    let mut out: Vec<TreeNode> = nodes[at]
+        .children
+        .iter()
+        .filter(|(_, &i)| percent(nodes[i].weight) >= min_percent)
+        .map(|(name, &i)| {
+            let n = &nodes[i];
+            let below: u64 = n.children.values().map(|&c| nodes[c].weight).sum();
+            TreeNode {
+                name: name.clone(),
+                total: scale(n.weight),
+                total_percent: percent(n.weight),
+                self_value: scale(n.weight - below),
+                count: n.count,
+                children: children(nodes, i, scale, percent, min_percent),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));
+    out
+}
+
+/// `flameprobe report`: reads the input and prints the report to stdout.
+pub fn run(config: &ReportConfig) -> anyhow::Result<()> {
+    let profile = crate::input::read(&config.input)?;
+    let report = build(&profile, &config.options);
+    let text = if config.json {
+        render_json(&report)
+    } else {
+        render_text(&profile, &report, &config.options)
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A value in the report's unit for people: `10.1 ms`, `1.5 MiB`, `42`.
+pub fn format_value(unit: &str, v: u64) -> String {
+    if v == 0 {
+        return "0".into();
+    }
+    match unit {
+        "nanoseconds" => {
+            let f = v as f64;
+            if v >= 1_000_000_000 {
+                format!("{:.2} s", f / 1e9)
+            } else if v >= 1_000_000 {
+                format!("{:.1} ms", f / 1e6)
+            } else if v >= 1_000 {
+                format!("{:.1} us", f / 1e3)
+            } else {
+                format!("{v} ns")
+            }
+        }
+        "bytes" => {
+            const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+            let mut f = v as f64;
+            let mut u = 0;
+            while f >= 1024.0 && u + 1 < UNITS.len() {
+                f /= 1024.0;
+                u += 1;
+            }
+            if u == 0 {
+                format!("{v} B")
+            } else {
+                format!("{f:.1} {}", UNITS[u])
+            }
+        }
+        _ => v.to_string(),
+    }
+}
+
+/// The report as text for a terminal.
+pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> String {
+    let fv = |v: u64| format_value(report.unit, v);
+    let count_name = match profile.unit {
+        Unit::Bytes => "allocs",
+        Unit::Samples { .. } => "samples",
+        Unit::Count => "count",
+    };
+    let mut out = String::new();
+    let mut head = format!("Total: {}", fv(report.total));
+    if report.unit != "count" {
+        let _ = write!(head, " in {} {count_name}", report.count);
+    }
+    let m = &profile.meta;
+    if let Some(hz) = m.frequency {
+        let _ = write!(head, ", {hz} Hz");
+    }
+    if let Some(p) = report.period_ns {
+        let _ = write!(head, " (period {})", format_value("nanoseconds", p));
+    }
+    if !m.target.is_empty() {
+        let _ = write!(head, ", {}", m.target);
+    }
+    if m.duration_ns > 0 {
+        let _ = write!(head, ", {:.1}s", m.duration_ns as f64 / 1e9);
+    }
+    out.push_str(&head);
+    out.push('\n');
+    if let Some(focus) = &report.focus {
+        let share = if report.total == 0 {
+            0.0
+        } else {
+            100.0 * report.focused_total as f64 / report.total as f64
+        };
+        let _ = writeln!(
+            out,
+            "Focus /{focus}/: {} ({share:.2}% of the total)",
+            fv(report.focused_total)
+        );
+    }
+
+    let _ = writeln!(out, "\nTop functions by self {}:", self_word(profile.unit));
+    let _ = writeln!(
+        out,
+        "{:>12} {:>7} {:>12} {:>7} {:>9}  function",
+        "self", "self%", "total", "total%", count_name
+    );
+    for row in &report.top {
+        let _ = writeln!(
+            out,
+            "{:>12} {:>6.2}% {:>12} {:>6.2}% {:>9}  {}",
+            fv(row.self_value),
+            row.self_percent,
+            fv(row.total),
+            row.total_percent,
+            row.count,
+            row.name
+        );
+    }
+    if report.top.is_empty() {
+        out.push_str("  (no samples)\n");
+    }
+
+    if opts.tree {
+        let _ = writeln!(
+            out,
+            "\nCall tree (total = everything through the frame, self = total minus \
+             children; nodes under {}% left out):",
+            report.min_percent
+        );
+        let _ = writeln!(
+            out,
+            "{:>12} {:>7} {:>12} {:>9}  frame",
+            "total", "total%", "self", count_name
+        );
+        let mut stack: Vec<(usize, &TreeNode)> = report.tree.iter().rev().map(|n| (0, n)).collect();
+        while let Some((depth, node)) = stack.pop() {
+            let _ = writeln!(
+                out,
+                "{:>12} {:>6.2}% {:>12} {:>9}  {:indent$}{}",
+                fv(node.total),
+                node.total_percent,
+                fv(node.self_value),
+                node.count,
+                "",
+                node.name,
+                indent = depth * 2
+            );
+            stack.extend(node.children.iter().rev().map(|c| (depth + 1, c)));
+        }
+    }
+    out
+}
+
+fn self_word(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Samples { .. } => "time",
+        Unit::Bytes => "bytes",
+        Unit::Count => "weight",
+    }
+}
+
+/// The report as pretty JSON (one document, newline-terminated).
+pub fn render_json(report: &Report) -> String {
+    let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| {
+        // Serializing plain structs of numbers and strings cannot fail.
+        format!("{{\"error\": \"{e}\"}}")
+    });
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::folded;
+
+    const FIXTURE: &str = "\
+main;a;b 5
+main;a 3
+main;c;b 2
+main 1
+";
+
+    fn node<'a>(nodes: &'a [TreeNode], name: &str) -> &'a TreeNode {
+        nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    #[test]
+    fn tree_and_top_numbers() {
+        let p = folded::parse("t", FIXTURE).unwrap();
+        let r = build(&p, &ReportOptions::default());
+        assert_eq!((r.total, r.count, r.unit), (11, 11, "count"));
+        let main = node(&r.tree, "main");
+        assert_eq!((main.total, main.self_value, main.count), (11, 1, 11));
+        let a = node(&main.children, "a");
+        assert_eq!((a.total, a.self_value), (8, 3));
+        assert_eq!(node(&a.children, "b").total, 5);
+        let c = node(&main.children, "c");
+        assert_eq!((c.total, c.self_value), (2, 0));
+        assert_eq!(main.children[0].name, "a", "heaviest first");
+        let b = r.top.iter().find(|t| t.name == "b").unwrap();
+        assert_eq!((b.self_value, b.total), (7, 7));
+        assert!((b.self_percent - 700.0 / 11.0).abs() < 1e-9);
+        assert_eq!(r.top[0].name, "b");
+        let main_row = r.top.iter().find(|t| t.name == "main").unwrap();
+        assert_eq!((main_row.self_value, main_row.total), (1, 11));
+    }
+
+    #[test]
+    fn focus_and_pruning() {
+        let p = folded::parse("t", FIXTURE).unwrap();
+        let opts = ReportOptions {
+            focus: Some(Regex::new("^c$").unwrap()),
+            ..ReportOptions::default()
+        };
+        let r = build(&p, &opts);
+        assert_eq!(r.focused_total, 2);
+        let main = node(&r.tree, "main");
+        assert_eq!(main.total, 2);
+        assert_eq!(main.children.len(), 1);
+        let opts = ReportOptions {
+            min_percent: 20.0,
+            ..ReportOptions::default()
+        };
+        let r = build(&p, &opts);
+        let main = node(&r.tree, "main");
+        assert_eq!(main.children.len(), 1, "c (18%) pruned");
+        assert_eq!(main.self_value, 1, "self is not changed by pruning");
+    }
+
+    #[test]
+    fn cpu_weights_are_time() {
+        let mut p = Profile::new(
+            Unit::Samples {
+                period_ns: 10_101_010,
+            },
+            crate::profile::Meta::default(),
+        );
+        let m = p.intern_named(crate::profile::FrameKind::User, "main");
+        p.add(crate::profile::Labels::default(), vec![m], 3, 3);
+        let r = build(&p, &ReportOptions::default());
+        assert_eq!(r.unit, "nanoseconds");
+        assert_eq!(r.total, 30_303_030);
+        assert_eq!(r.count, 3);
+        let text = render_text(&p, &r, &ReportOptions::default());
+        assert!(text.contains("30.3 ms"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap();
+        assert_eq!(json["top"][0]["self"], 30_303_030);
+    }
+
+    #[test]
+    fn formats_values() {
+        assert_eq!(format_value("nanoseconds", 10_101_010), "10.1 ms");
+        assert_eq!(format_value("nanoseconds", 2_500_000_000), "2.50 s");
+        assert_eq!(format_value("bytes", 1536), "1.5 KiB");
+        assert_eq!(format_value("bytes", 10), "10 B");
+        assert_eq!(format_value("count", 7), "7");
+        assert_eq!(format_value("nanoseconds", 0), "0");
+    }
+}

@@ -1,0 +1,195 @@
+//! `report`: exact numbers on a fixture, focus, pruning, JSON, and (with
+//! root) the tree of the 75/25 target and `record --report`.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn fixture() -> String {
+    repo_root()
+        .join("tests/fixtures/report.folded")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = run_ok(args);
+    serde_json::from_slice(&out.stdout).expect("report --json prints JSON")
+}
+
+fn child<'a>(node: &'a Value, name: &str) -> &'a Value {
+    let list = node.get("children").unwrap_or(node);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no child {name} in {node:#}"))
+}
+
+fn numbers(node: &Value) -> (u64, u64, u64) {
+    (
+        node["total"].as_u64().unwrap(),
+        node["self"].as_u64().unwrap(),
+        node["count"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn tree_numbers_are_exact_on_the_fixture() {
+    let f = fixture();
+    let r = json(&["report", &f, "--tree", "--json", "--min-percent", "0"]);
+    assert_eq!(r["total"], 100);
+    assert_eq!(r["unit"], "count");
+    let tree = &r["tree"];
+    // Hand-computed from tests/fixtures/report.folded.
+    let app = child(tree, "[10]app");
+    assert_eq!(numbers(app), (80, 0, 80));
+    let main = child(child(app, "app"), "main");
+    assert_eq!(numbers(main), (80, 5, 80));
+    let parse = child(main, "parse");
+    assert_eq!(numbers(parse), (40, 10, 40));
+    assert_eq!(numbers(child(parse, "lex")), (30, 30, 30));
+    let eval = child(main, "eval");
+    assert_eq!(numbers(eval), (35, 0, 35));
+    assert_eq!(numbers(child(eval, "lex")), (20, 20, 20));
+    let eval2 = child(eval, "eval");
+    assert_eq!(numbers(eval2), (15, 0, 15));
+    assert_eq!(numbers(child(eval2, "mul")), (15, 15, 15));
+    let tool_main = child(child(child(tree, "[11]tool"), "tool"), "main");
+    assert_eq!(numbers(tool_main), (20, 0, 20));
+    assert_eq!(numbers(child(tool_main, "lex")), (20, 20, 20));
+    // Heaviest child first.
+    assert_eq!(main["children"][0]["name"], "parse");
+    assert_eq!(tree[0]["total_percent"], 80.0);
+
+    // Top table: self = leaf weight, total counts a recursive function once.
+    let top = r["top"].as_array().unwrap();
+    let row = |name: &str| {
+        let t = top.iter().find(|t| t["name"] == name).unwrap();
+        (t["self"].as_u64().unwrap(), t["total"].as_u64().unwrap())
+    };
+    assert_eq!(top[0]["name"], "lex");
+    assert_eq!(row("lex"), (70, 70));
+    assert_eq!(row("mul"), (15, 15));
+    assert_eq!(row("parse"), (10, 40));
+    assert_eq!(row("main"), (5, 100));
+    assert_eq!(row("eval"), (0, 35));
+    assert_eq!(top[0]["self_percent"], 70.0);
+}
+
+#[test]
+fn text_report_focus_and_pruning() {
+    let f = fixture();
+    let out = run_ok(&["report", &f]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("Total: 100\n"), "{text}");
+    let lex = text.lines().find(|l| l.ends_with("  lex")).unwrap();
+    let cols: Vec<&str> = lex.split_whitespace().collect();
+    assert_eq!(cols, ["70", "70.00%", "70", "70.00%", "70", "lex"]);
+    assert!(!text.contains("Call tree"), "tree only with --tree");
+
+    let out = run_ok(&["report", &f, "--tree", "--min-percent", "16"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let tree = text.split("Call tree").nth(1).expect("a tree");
+    assert!(!tree.contains(" mul\n"), "mul is 15%, under 16%: {text}");
+    assert!(tree.lines().any(|l| l.ends_with("80  [10]app")), "{text}");
+    assert!(
+        tree.lines().any(|l| l.ends_with("35        eval")),
+        "{text}"
+    );
+
+    let r = json(&["report", &f, "--json", "--focus", "^mul$"]);
+    assert_eq!(r["focused_total"], 15);
+    assert_eq!(r["total"], 100);
+    assert_eq!(r["tree"].as_array().unwrap().len(), 1);
+    assert_eq!(child(&r["tree"], "[10]app")["total"], 15);
+    assert_eq!(r["top"][0]["name"], "mul");
+
+    // Stdin works too.
+    let out = flameprobe()
+        .args(["report", "-", "--json"])
+        .stdin(std::fs::File::open(&f).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["total"], 100);
+}
+
+const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
+
+fn find<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
+    for n in nodes.as_array()? {
+        if n["name"] == name {
+            return Some(n);
+        }
+        if let Some(found) = find(&n["children"], name) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[test]
+fn tree_of_the_75_25_target_shows_both_branches() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = ratio_target("ratio-fp", FP_FLAGS);
+    let target = Target::start(&bin, &["60"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("ratio.pb.gz");
+    let pid = target.pid().to_string();
+    let out = run_ok(&[
+        "record",
+        "-p",
+        &pid,
+        "-d",
+        "3s",
+        "-F",
+        "199",
+        "-o",
+        pb.to_str().unwrap(),
+        "--report",
+    ]);
+    // --report with a file output prints the table on stdout.
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Top functions by self time"), "{text}");
+    assert!(text.lines().any(|l| l.ends_with("  hot_a")), "{text}");
+
+    let r = json(&["report", pb.to_str().unwrap(), "--tree", "--json"]);
+    assert_eq!(r["unit"], "nanoseconds");
+    assert_eq!(r["period_ns"], 1_000_000_000u64 / 199);
+    let run = find(&r["tree"], "run").expect("run in the tree");
+    let a = child(run, "path_a1")["total"].as_f64().unwrap();
+    let b = child(run, "path_b1")["total"].as_f64().unwrap();
+    let share_a = 100.0 * a / (a + b);
+    assert!(
+        (share_a - 75.0).abs() <= 5.0,
+        "path_a1 {share_a:.1}%: {r:#}"
+    );
+    // The chain below each branch is complete.
+    let a3 = child(child(child(run, "path_a1"), "path_a2"), "path_a3");
+    assert!(child(a3, "hot_a")["total"].as_f64().unwrap() >= 0.95 * a);
+    // Total = samples x period.
+    assert_eq!(
+        r["total"].as_u64().unwrap(),
+        r["count"].as_u64().unwrap() * (1_000_000_000u64 / 199)
+    );
+}
+
+#[test]
+fn record_report_to_stderr_when_profile_goes_to_stdout() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = ratio_target("ratio-fp", FP_FLAGS);
+    let target = Target::start(&bin, &["60"]);
+    let pid = target.pid().to_string();
+    let out = run_ok(&["record", "-p", &pid, "-d", "1s", "-o", "-", "--report"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // Stdout stays folded data only.
+    assert!(!stdout.contains("Top functions"));
+    assert!(parse_folded(&stdout).keys().any(|k| k.ends_with("hot_a")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Top functions by self time"), "{err}");
+}
