@@ -159,7 +159,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --include-idle --no-threads --unwind --title --quiet --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --include-idle --no-threads --unwind --probe --min-age --sample-bytes --title --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -207,6 +207,18 @@ _flameprobe() {
                     ;;
                 --unwind)
                     COMPREPLY=($(compgen -W "fp" -- "${cur}"))
+                    return 0
+                    ;;
+                --probe)
+                    COMPREPLY=($(compgen -W "cpu memleak kmemleak" -- "${cur}"))
+                    return 0
+                    ;;
+                --min-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sample-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --title)

@@ -27,7 +27,7 @@ end
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s V -l version -d 'Print version'
-complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" -d 'Print shell completions to stdout'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -38,6 +38,11 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l ou
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'Interactive flame graph (SVG)'
 folded\t'Folded stacks: `frame;frame;... count` per line'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l unwind -d 'How user stacks are unwound' -r -f -a "fp\t'Frame pointers walked in the kernel (cheapest record)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l probe -d 'What to record: CPU time, user-space memory leaks (memleak) or kernel memory leaks (kmemleak)' -r -f -a "cpu\t'On-CPU stacks, sampled (flame graph of CPU time)'
+memleak\t'User-space memory allocated during the recording and not freed by its end'
+kmemleak\t'Kernel memory (slab and pages) allocated during the recording and not freed'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-age -d 'memleak/kmemleak: leave out allocations younger than this at the end of the recording (in flight, not leaked); 0 keeps all' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l sample-bytes -d 'memleak: sample each allocated byte with probability 1/N (estimates scaled back up) instead of tracking every allocation; e.g. 512k' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l title -d 'Title of the SVG' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'
@@ -49,7 +54,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s v 
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
