@@ -6,4 +6,5 @@
 mod util;
 
 mod cli;
+mod memleak;
 mod record_cpu;
