@@ -20,6 +20,7 @@
 /* Record kinds, first field of every ring-buffer record. */
 enum record_kind {
 	RECORD_CPU_SAMPLE = 1,
+	RECORD_STACK = 2,      /* memleak: struct stack_event */
 };
 
 /* How the in-kernel target filter decides. */
@@ -68,6 +69,82 @@ enum stat_idx {
 	STAT_LOST = 1,       /* ring buffer full: sample dropped */
 	STAT_COPY_FAILED = 2,/* user stack copy failed entirely */
 	STAT_MAX = 4,
+};
+
+
+/* ---------------------------------------------------------------------
+ * Memory-leak probes (memleak.bpf.c): outstanding allocations are kept in
+ * a hash map in the kernel; stacks are sent to user space once each.
+ * ------------------------------------------------------------------- */
+
+/* Entries in the exponential table used by --sample-bytes (power of 2). */
+#define SAMPLE_TABLE_SIZE 4096
+
+/* Which allocator entry point a uprobe sits on. */
+enum alloc_kind {
+	ALLOC_NONE = 0,
+	ALLOC_MALLOC = 1,         /* malloc(size), valloc(size), pvalloc(size) */
+	ALLOC_CALLOC = 2,         /* calloc(n, size) */
+	ALLOC_REALLOC = 3,        /* realloc(ptr, size) */
+	ALLOC_REALLOCARRAY = 4,   /* reallocarray(ptr, n, size) */
+	ALLOC_POSIX_MEMALIGN = 5, /* posix_memalign(&ptr, align, size) */
+	ALLOC_MEMALIGN = 6,       /* memalign/aligned_alloc(align, size) */
+};
+
+/* Address spaces of outstanding allocations (alloc_key.space). */
+enum alloc_space {
+	SPACE_USER = 0,    /* user-space block of process `tgid` */
+	SPACE_KSLAB = 1,   /* kmalloc / kmem_cache object */
+	SPACE_KPAGE = 2,   /* page-allocator block, addr = pfn */
+};
+
+struct alloc_key {
+	__u32 tgid;        /* owning process (0 for kernel memory) */
+	__u32 space;       /* enum alloc_space */
+	__u64 addr;
+};
+
+/* One outstanding allocation. */
+struct alloc_info {
+	__u64 size;        /* bytes (requested for user blocks, allocated for kernel ones) */
+	__u64 ts;          /* CLOCK_MONOTONIC ns at allocation */
+	__u64 stack_id;    /* hash of (pid, stacks), delivered once as a stack_event */
+};
+
+/* A stack seen for the first time; sent through the ring buffer. */
+struct stack_event {
+	__u32 kind;        /* RECORD_STACK */
+	__u32 pid;         /* tgid that allocated (0: kernel context without one) */
+	__u64 stack_id;
+	__s32 kstack_len;  /* bytes of kstack, or negative errno */
+	__s32 ustack_len;  /* bytes of ustack, or negative errno */
+	char proc_comm[TASK_COMM_LEN];
+	__u64 kstack[FP_MAX_STACK_DEPTH];
+	/* ustack[0] is the allocator's return address (read at entry, where
+	 * the caller's frame is intact), the rest the frame-pointer chain. */
+	__u64 ustack[FP_MAX_STACK_DEPTH];
+};
+
+/* Per-thread state of the user allocator probes (task storage). */
+struct alloc_thread {
+	__u32 pending_kind;     /* enum alloc_kind of the call in progress */
+	__u32 pending_sampled;  /* record the result (0: realloc only frees) */
+	__u64 pending_size;
+	__u64 pending_ptr;      /* realloc: old block; posix_memalign: result slot */
+	__u64 pending_stack;
+	__s64 countdown;        /* bytes to the next sampled byte */
+	__u64 countdown_set;
+	struct stack_event scratch;
+};
+
+/* Counters in the memleak program's per-CPU `mstats` array. */
+enum memleak_stat {
+	MSTAT_ALLOCS = 0,       /* allocations recorded */
+	MSTAT_FREES = 1,        /* frees that matched a recorded allocation */
+	MSTAT_MAP_FULL = 2,     /* allocation not recorded: outstanding map full */
+	MSTAT_STACK_LOST = 3,   /* new stack not delivered: ring buffer full */
+	MSTAT_NO_STATE = 4,     /* per-thread state unavailable: call not traced */
+	MSTAT_MAX = 8,
 };
 
 #endif /* FLAMEPROBE_H */

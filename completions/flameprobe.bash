@@ -241,7 +241,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --quiet --bpf-stats --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --probe --min-age --sample-bytes --quiet --bpf-stats --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -304,6 +304,18 @@ _flameprobe() {
                     return 0
                     ;;
                 --min-width)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe)
+                    COMPREPLY=($(compgen -W "cpu memleak kmemleak" -- "${cur}"))
+                    return 0
+                    ;;
+                --min-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sample-bytes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,7 +27,7 @@ end
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s V -l version -d 'Print version'
-complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" -d 'Print shell completions to stdout'
@@ -47,6 +47,11 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l stack-s
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l title -d 'Title of the SVG' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l colors -d 'SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple, orange, wakeup, java, js, perl, python, rust' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-width -d 'Leave out SVG frames narrower than this many pixels (default 0.1)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l probe -d 'What to record: CPU time, user-space memory leaks (memleak) or kernel memory leaks (kmemleak)' -r -f -a "cpu\t'On-CPU stacks, sampled (flame graph of CPU time)'
+memleak\t'User-space memory allocated during the recording and not freed by its end'
+kmemleak\t'Kernel memory (slab and pages) allocated during the recording and not freed'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-age -d 'memleak/kmemleak: leave out allocations younger than this at the end of the recording (in flight, not leaked); 0 keeps all' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l sample-bytes -d 'memleak: sample each allocated byte with probability 1/N (estimates scaled back up) instead of tracking every allocation; e.g. 512k' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l report -d 'Also print the top-functions report (to stderr when the profile goes to stdout)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'
@@ -78,7 +83,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s v 
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert completions generate help" -f -a "completions" -d 'Print shell completions to stdout'

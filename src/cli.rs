@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ConvertConfig, RecordConfig, ReportConfig};
+use crate::config::{self, ConvertConfig, MemleakOptions, ProbeKind, RecordConfig, ReportConfig};
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
 use crate::report::ReportOptions;
@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Record a flame graph of where targets spend CPU time.
+    /// Record a flame graph of where targets spend CPU time or leak memory.
     Record(RecordArgs),
     /// Print the top functions and the call tree of a profile file.
     Report(ReportArgs),
@@ -55,6 +55,8 @@ Examples:
   sudo flameprobe record -d 10s -o system.svg          (whole machine)
   sudo flameprobe record -o - -- ./my-benchmark --quick | grep main
   sudo flameprobe record -p 1234 -d 30s -o app.pb.gz --report   (pprof + table)
+  sudo flameprobe record --probe memleak -p 1234 -d 30s -o leak.svg
+  sudo flameprobe record --probe kmemleak -d 30s -o kernel-leak.svg
 Exit codes: 0 success, 1 error, 2 usage error.")]
 pub struct RecordArgs {
     /// Profile these processes (all their threads); repeat or comma-separate.
@@ -102,6 +104,18 @@ pub struct RecordArgs {
     pub stack_size: u32,
     #[command(flatten)]
     pub svg: SvgArgs,
+    /// What to record: CPU time, user-space memory leaks (memleak) or
+    /// kernel memory leaks (kmemleak).
+    #[arg(long, value_enum, default_value_t = ProbeKind::Cpu)]
+    pub probe: ProbeKind,
+    /// memleak/kmemleak: leave out allocations younger than this at the end
+    /// of the recording (in flight, not leaked); 0 keeps all.
+    #[arg(long, value_name = "DURATION", value_parser = parse_min_age_arg)]
+    pub min_age: Option<Duration>,
+    /// memleak: sample each allocated byte with probability 1/N (estimates
+    /// scaled back up) instead of tracking every allocation; e.g. 512k.
+    #[arg(long, value_name = "N", value_parser = parse_bytes_arg)]
+    pub sample_bytes: Option<u64>,
     /// No progress line and no summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -285,6 +299,14 @@ fn parse_frequency_arg(s: &str) -> Result<u64, String> {
     config::parse_frequency(s)
 }
 
+fn parse_min_age_arg(s: &str) -> Result<Duration, String> {
+    config::parse_min_age(s)
+}
+
+fn parse_bytes_arg(s: &str) -> Result<u64, String> {
+    config::parse_bytes(s)
+}
+
 impl RecordArgs {
     pub fn into_config(self) -> Result<RecordConfig, String> {
         let target = if !self.command.is_empty() {
@@ -296,6 +318,23 @@ impl RecordArgs {
             TargetSpec::Pids(self.pids)
         } else {
             TargetSpec::System
+        };
+        if self.probe == ProbeKind::Memleak && target == TargetSpec::System {
+            return Err(
+                "--probe memleak traces user-space allocators per process: give \
+                        --pid PID or a command after --"
+                    .into(),
+            );
+        }
+        if self.sample_bytes.is_some() && self.probe != ProbeKind::Memleak {
+            return Err("--sample-bytes applies to --probe memleak only".into());
+        }
+        if self.min_age.is_some() && self.probe == ProbeKind::Cpu {
+            return Err("--min-age applies to --probe memleak and kmemleak only".into());
+        }
+        let memleak = MemleakOptions {
+            min_age: self.min_age.unwrap_or(config::DEFAULT_MIN_AGE),
+            sample_bytes: self.sample_bytes.unwrap_or(0),
         };
         let destination = Destination::parse(&self.output);
         let format = output_format(self.format, &destination)?;
@@ -313,6 +352,8 @@ impl RecordArgs {
             report: self.report,
             quiet: self.quiet,
             bpf_stats: self.bpf_stats,
+            probe: self.probe,
+            memleak,
         })
     }
 }
@@ -363,6 +404,36 @@ mod tests {
         assert_eq!(c.format, Format::Folded);
         assert_eq!(c.destination, Destination::Stdout);
         assert!(record(&["-p", "1", "--", "ls"]).is_err());
+    }
+
+    #[test]
+    fn memleak_options() {
+        let c = record(&["--probe", "memleak", "-p", "1"]).unwrap();
+        assert_eq!(c.probe, ProbeKind::Memleak);
+        assert_eq!(c.memleak, MemleakOptions::default());
+        let c = record(&[
+            "--probe",
+            "memleak",
+            "--min-age",
+            "0",
+            "--sample-bytes",
+            "512k",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(c.memleak.min_age, Duration::ZERO);
+        assert_eq!(c.memleak.sample_bytes, 512 << 10);
+        assert_eq!(
+            record(&["--probe", "kmemleak"]).unwrap().target,
+            TargetSpec::System
+        );
+        let err = record(&["--probe", "memleak"]).unwrap_err();
+        assert!(err.contains("--pid"), "{err}");
+        assert!(record(&["--sample-bytes", "1k", "-p", "1"]).is_err());
+        assert!(record(&["--probe", "kmemleak", "--sample-bytes", "1k"]).is_err());
+        assert!(record(&["--min-age", "1s", "-p", "1"]).is_err());
+        assert_eq!(record(&[]).unwrap().probe, ProbeKind::Cpu);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct RecordConfig {
     pub quiet: bool,
     /// Measure and report the BPF program's own run time per sample.
     pub bpf_stats: bool,
+    /// What is recorded.
+    pub probe: ProbeKind,
+    /// Settings of the memory-leak probes.
+    pub memleak: MemleakOptions,
 }
 
 /// Everything `report` needs.
@@ -53,6 +57,82 @@ pub struct ConvertConfig {
     /// Add the thread-name frame.
     pub threads: bool,
     pub svg: SvgOptions,
+}
+
+/// What a recording measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeKind {
+    /// On-CPU stacks, sampled (flame graph of CPU time).
+    #[default]
+    Cpu,
+    /// User-space memory allocated during the recording and not freed by its end.
+    Memleak,
+    /// Kernel memory (slab and pages) allocated during the recording and not freed.
+    Kmemleak,
+}
+
+impl ProbeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Cpu => "cpu",
+            ProbeKind::Memleak => "memleak",
+            ProbeKind::Kmemleak => "kmemleak",
+        }
+    }
+}
+
+/// Default of `--min-age`: allocations younger than this at the end of the
+/// recording are in flight rather than leaked (see README).
+pub const DEFAULT_MIN_AGE: Duration = Duration::from_millis(500);
+
+/// Settings of `--probe memleak` and `--probe kmemleak`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemleakOptions {
+    /// Leave out allocations younger than this at the end (of processes
+    /// still running then).
+    pub min_age: Duration,
+    /// Mean bytes between sampled bytes; 0 tracks every allocation.
+    pub sample_bytes: u64,
+}
+
+impl Default for MemleakOptions {
+    fn default() -> Self {
+        MemleakOptions {
+            min_age: DEFAULT_MIN_AGE,
+            sample_bytes: 0,
+        }
+    }
+}
+
+/// Parses a `--min-age`: a duration as for `parse_duration`, or `0`.
+pub fn parse_min_age(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(t)
+}
+
+/// Parses a byte count: `524288`, `512k`, `4M`, `1G` (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid byte count '{s}': expected e.g. 524288 or 512k"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().trim_end_matches(['b', 'i']) {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("invalid byte unit in '{s}': use k, M or G")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) => Err(format!("byte count '{s}' must be greater than zero")),
+        Some(v) => Ok(v),
+        None => Err(format!("byte count '{s}' is too large")),
+    }
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
@@ -148,6 +228,21 @@ mod tests {
         assert_eq!(parse_stack_size("64k"), Ok(65536));
         for bad in ["1K", "65K", "x", "1M"] {
             assert!(parse_stack_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn min_ages_and_byte_counts() {
+        assert_eq!(parse_min_age("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_min_age("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_min_age("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_min_age("x").is_err());
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512k"), Ok(512 << 10));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        for bad in ["", "0", "k", "5x", "99999999999999999999"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! `cli` -> `config` -> `record` (target -> probe -> unwind -> symbolize)
 //! -> `profile` -> `output`.
 
+pub mod allocator;
 pub mod buildid;
 pub mod cli;
 pub mod config;

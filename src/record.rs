@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::RecordConfig;
+use crate::config::{ProbeKind, RecordConfig};
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, Filter};
 use crate::probe::{check_bpf_support, enable_bpf_stats};
@@ -24,9 +24,11 @@ use crate::symbolize::Symbolizer;
 use crate::target::{LaunchedCommand, TargetSpec};
 use crate::unwind::{Unwinder, UserSnapshot};
 
+mod memleak;
+
 /// Why recording stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StopReason {
+pub(crate) enum StopReason {
     Duration,
     Signal,
     TargetsExited,
@@ -78,6 +80,9 @@ impl Collector {
 
 /// Runs a recording and writes its output.
 pub fn run(config: &RecordConfig) -> Result<()> {
+    if config.probe != ProbeKind::Cpu {
+        return memleak::run(config);
+    }
     // Everything that can be checked cheaply is checked before attaching.
     config.target.validate()?;
     if let Destination::File(path) = &config.destination {
@@ -245,7 +250,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     Ok(())
 }
 
-fn exit_subject(target: &TargetSpec) -> &'static str {
+pub(crate) fn exit_subject(target: &TargetSpec) -> &'static str {
     match target {
         TargetSpec::Command(_) => "the command",
         TargetSpec::Pids(p) if p.len() > 1 => "all target processes",
@@ -253,7 +258,7 @@ fn exit_subject(target: &TargetSpec) -> &'static str {
     }
 }
 
-fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> bool {
+pub(crate) fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> bool {
     match (target, command) {
         (_, Some(cmd)) => cmd.try_wait().is_some(),
         (TargetSpec::Pids(pids), None) => !pids.iter().any(|&p| crate::proc::process_alive(p)),
@@ -261,7 +266,7 @@ fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> b
     }
 }
 
-fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
+pub(crate) fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
     if config.quiet || !std::io::stderr().is_terminal() {
         return None;
     }

@@ -1,0 +1,415 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Memory leaks: every allocation made during the recording is kept in the
+ * `allocs` hash map (address -> size, time, stack id) until it is freed, all
+ * in the kernel; user space reads what is still outstanding at the end.
+ * Stacks travel through the ring buffer once each, the first time they are
+ * seen, so the per-event cost is a couple of hash operations.
+ *
+ * User allocators: one uprobe *session* program per allocator signature
+ * (entry and return in one program; an entry that returns 1 skips the
+ * return probe, which is how sampled mode stays cheap) plus an entry-only
+ * uprobe on the free family. Kernel: the kmem tracepoints. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "flameprobe.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Per-run settings, fixed between open and load. */
+const volatile __u32 filter_mode = FILTER_ALL;
+const volatile bool follow_children = false;
+/* 0: exact tracking; otherwise sample each byte with probability 1/N. */
+const volatile __u64 sample_bytes = 0;
+/* kmemleak: also record the user stack of the allocating task. */
+const volatile bool kernel_user_stacks = false;
+
+/* Dummy instances so the skeleton's BTF carries the shared types for Rust. */
+enum record_kind _record_kind = 0;
+enum filter_mode _filter_mode = 0;
+enum alloc_kind _alloc_kind = 0;
+enum alloc_space _alloc_space = 0;
+enum memleak_stat _memleak_stat = 0;
+struct alloc_key _alloc_key = {};
+struct alloc_info _alloc_info = {};
+struct stack_event _stack_event = {};
+
+extern bool bpf_session_is_return(void) __ksym __weak;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 20); /* resized from user space */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct alloc_key);
+	__type(value, struct alloc_info);
+} allocs SEC(".maps");
+
+/* Stack ids already delivered to user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u8);
+} seen_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct alloc_thread);
+} threads SEC(".maps");
+
+/* Exponential variates with mean `sample_bytes`, filled by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SAMPLE_TABLE_SIZE);
+	__type(key, __u32);
+	__type(value, __u64);
+} sample_table SEC(".maps");
+
+/* Scratch for kernel stacks (tracepoints run with preemption disabled). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_event);
+} kscratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MSTAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} mstats SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&mstats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool wanted(__u32 tgid)
+{
+	if (filter_mode == FILTER_ALL)
+		return true;
+	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static __always_inline __u64 mix(__u64 h, __u64 v)
+{
+	return (h ^ v) * FNV_PRIME;
+}
+
+/* Hash of the pid and both stacks; the same stack in another process is
+ * another id (its addresses mean something else there). */
+static __always_inline __u64 stack_hash(struct stack_event *ev)
+{
+	__u64 h = mix(FNV_OFFSET, ev->pid);
+	__u32 kn = ev->kstack_len > 0 ? (__u32)ev->kstack_len / 8 : 0;
+	__u32 un = ev->ustack_len > 0 ? (__u32)ev->ustack_len / 8 : 0;
+
+	h = mix(h, kn);
+	for (int i = 0; i < FP_MAX_STACK_DEPTH; i++) {
+		if (i >= kn)
+			break;
+		h = mix(h, ev->kstack[i]);
+	}
+	h = mix(h, un);
+	for (int i = 0; i < FP_MAX_STACK_DEPTH; i++) {
+		if (i >= un)
+			break;
+		h = mix(h, ev->ustack[i]);
+	}
+	return h;
+}
+
+/* Gives the stack its id and delivers it the first time it is seen. */
+static __always_inline __u64 publish_stack(struct stack_event *ev)
+{
+	__u64 id = stack_hash(ev);
+	if (bpf_map_lookup_elem(&seen_stacks, &id))
+		return id;
+	ev->kind = RECORD_STACK;
+	ev->stack_id = id;
+	struct task_struct *task = bpf_get_current_task_btf();
+	BPF_CORE_READ_STR_INTO(&ev->proc_comm, task, group_leader, comm);
+	if (bpf_ringbuf_output(&stacks, ev, sizeof(*ev), 0)) {
+		/* Not marked seen: the next allocation from it tries again. */
+		count(MSTAT_STACK_LOST);
+		return id;
+	}
+	__u8 one = 1;
+	bpf_map_update_elem(&seen_stacks, &id, &one, BPF_NOEXIST);
+	return id;
+}
+
+static __always_inline void record(__u32 tgid, __u32 space, __u64 addr, __u64 size, __u64 stack)
+{
+	struct alloc_key key = { .tgid = tgid, .space = space, .addr = addr };
+	struct alloc_info info = { .size = size, .ts = bpf_ktime_get_ns(), .stack_id = stack };
+	if (bpf_map_update_elem(&allocs, &key, &info, BPF_ANY))
+		count(MSTAT_MAP_FULL);
+	else
+		count(MSTAT_ALLOCS);
+}
+
+static __always_inline void forget(__u32 tgid, __u32 space, __u64 addr)
+{
+	struct alloc_key key = { .tgid = tgid, .space = space, .addr = addr };
+	if (bpf_map_delete_elem(&allocs, &key) == 0)
+		count(MSTAT_FREES);
+}
+
+/* ------------------------------------------------------------------ */
+/* User-space allocators                                               */
+/* ------------------------------------------------------------------ */
+
+static __always_inline __u64 next_countdown(void)
+{
+	__u32 idx = bpf_get_prandom_u32() & (SAMPLE_TABLE_SIZE - 1);
+	__u64 *v = bpf_map_lookup_elem(&sample_table, &idx);
+	return v ? *v : sample_bytes;
+}
+
+/* Entry of an allocator call. Returns 1 to skip the return probe. */
+static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 ptr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+
+	if (!wanted(tgid))
+		return 1;
+	struct alloc_thread *st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+						       BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count(MSTAT_NO_STATE);
+		return 1;
+	}
+	/* An allocator calling another one (realloc(NULL, n) -> malloc):
+	 * the outer call accounts for it. */
+	if (st->pending_kind != ALLOC_NONE)
+		return 1;
+
+	bool sampled = true;
+	if (sample_bytes) {
+		if (!st->countdown_set) {
+			st->countdown = next_countdown();
+			st->countdown_set = 1;
+		}
+		if ((__s64)size < st->countdown) {
+			st->countdown -= size;
+			sampled = false;
+		} else {
+			st->countdown = next_countdown();
+		}
+	}
+	bool reallocating = (kind == ALLOC_REALLOC || kind == ALLOC_REALLOCARRAY) && ptr;
+	if (!sampled && !reallocating)
+		return 1; /* the cheap path: no stack, no return probe */
+
+	__u64 stack = 0;
+	if (sampled) {
+		struct stack_event *ev = &st->scratch;
+		ev->pid = tgid;
+		ev->kstack_len = 0;
+		ev->ustack_len = bpf_get_stack(ctx, ev->ustack, sizeof(ev->ustack), BPF_F_USER_STACK);
+		/* At entry the first frame is the allocator itself and the
+		 * frame-pointer chain starts at the caller's caller; the
+		 * return address at [sp] is the caller. */
+		if (ev->ustack_len >= 8) {
+			__u64 ret = 0;
+			bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
+			ev->ustack[0] = ret;
+		}
+		stack = publish_stack(ev);
+	}
+	st->pending_kind = kind;
+	st->pending_sampled = sampled;
+	st->pending_size = size;
+	st->pending_ptr = ptr;
+	st->pending_stack = stack;
+	return 0;
+}
+
+static __always_inline int alloc_exit(struct pt_regs *ctx)
+{
+	struct alloc_thread *st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	if (!st || st->pending_kind == ALLOC_NONE)
+		return 0;
+	__u32 kind = st->pending_kind;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 ret = PT_REGS_RC(ctx);
+	__u64 addr = ret;
+	st->pending_kind = ALLOC_NONE;
+
+	if (kind == ALLOC_REALLOC || kind == ALLOC_REALLOCARRAY) {
+		/* Success (or realloc(p, 0), which frees) releases the old block. */
+		if (st->pending_ptr && (ret || st->pending_size == 0))
+			forget(tgid, SPACE_USER, st->pending_ptr);
+	} else if (kind == ALLOC_POSIX_MEMALIGN) {
+		addr = 0;
+		if ((int)ret == 0)
+			bpf_probe_read_user(&addr, sizeof(addr), (void *)st->pending_ptr);
+	}
+	if (addr && st->pending_sampled)
+		record(tgid, SPACE_USER, addr, st->pending_size, st->pending_stack);
+	return 0;
+}
+
+static __always_inline __u64 mul_size(__u64 n, __u64 size)
+{
+	/* Overflowing requests fail in the allocator (NULL): never recorded. */
+	__u64 p = n * size;
+	asm volatile("" : "+r"(p)); /* keep clang from using 128-bit math */
+	if (size && p / size != n)
+		return ~0ULL;
+	return p;
+}
+
+#define SESSION(name, body)                                \
+	SEC("uprobe.session")                              \
+	int name(struct pt_regs *ctx)                      \
+	{                                                  \
+		if (bpf_session_is_return())               \
+			return alloc_exit(ctx);            \
+		body;                                      \
+	}
+
+SESSION(on_malloc, return alloc_enter(ctx, ALLOC_MALLOC, PT_REGS_PARM1(ctx), 0))
+SESSION(on_calloc,
+	return alloc_enter(ctx, ALLOC_CALLOC, mul_size(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)), 0))
+SESSION(on_realloc,
+	return alloc_enter(ctx, ALLOC_REALLOC, PT_REGS_PARM2(ctx), PT_REGS_PARM1(ctx)))
+SESSION(on_reallocarray,
+	return alloc_enter(ctx, ALLOC_REALLOCARRAY, mul_size(PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx)),
+			   PT_REGS_PARM1(ctx)))
+SESSION(on_posix_memalign,
+	return alloc_enter(ctx, ALLOC_POSIX_MEMALIGN, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx)))
+SESSION(on_memalign, return alloc_enter(ctx, ALLOC_MEMALIGN, PT_REGS_PARM2(ctx), 0))
+
+/* free(ptr) and its relatives that take the pointer first (cfree,
+ * free_sized, sdallocx): one hash delete, entry only. free(NULL) and
+ * blocks allocated before the recording find nothing to delete. */
+SEC("uprobe.multi")
+int on_free(struct pt_regs *ctx)
+{
+	__u64 ptr = PT_REGS_PARM1(ctx);
+	if (!ptr)
+		return 0;
+	forget(bpf_get_current_pid_tgid() >> 32, SPACE_USER, ptr);
+	return 0;
+}
+
+/* Follow children of target processes (`-- CMD` mode). */
+SEC("tracepoint/sched/sched_process_fork")
+int on_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	if (!follow_children || filter_mode != FILTER_PIDS)
+		return 0;
+	__u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&targets, &parent_tgid))
+		return 0;
+	__u32 child = ctx->child_pid;
+	__u8 one = 1;
+	bpf_map_update_elem(&targets, &child, &one, BPF_ANY);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Kernel allocators (kmem tracepoints)                                */
+/* ------------------------------------------------------------------ */
+
+static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u64 size)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!addr || !wanted(tgid))
+		return;
+	__u32 zero = 0;
+	struct stack_event *ev = bpf_map_lookup_elem(&kscratch, &zero);
+	if (!ev)
+		return;
+	ev->pid = tgid;
+	ev->kstack_len = bpf_get_stack(ctx, ev->kstack, sizeof(ev->kstack), 0);
+	ev->ustack_len = 0;
+	if (kernel_user_stacks && tgid) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		if (!(task->flags & 0x00200000 /* PF_KTHREAD */))
+			ev->ustack_len = bpf_get_stack(ctx, ev->ustack, sizeof(ev->ustack),
+						       BPF_F_USER_STACK);
+	}
+	record(0, space, addr, size, publish_stack(ev));
+}
+
+SEC("tracepoint/kmem/kmalloc")
+int on_kmalloc(struct trace_event_raw_kmalloc *ctx)
+{
+	kernel_alloc(ctx, SPACE_KSLAB, (__u64)BPF_CORE_READ(ctx, ptr), BPF_CORE_READ(ctx, bytes_alloc));
+	return 0;
+}
+
+SEC("tracepoint/kmem/kmem_cache_alloc")
+int on_kmem_cache_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
+{
+	kernel_alloc(ctx, SPACE_KSLAB, (__u64)BPF_CORE_READ(ctx, ptr), BPF_CORE_READ(ctx, bytes_alloc));
+	return 0;
+}
+
+SEC("tracepoint/kmem/mm_page_alloc")
+int on_page_alloc(struct trace_event_raw_mm_page_alloc *ctx)
+{
+	__u64 pfn = BPF_CORE_READ(ctx, pfn);
+	if (pfn == ~0ULL)
+		return 0;
+	kernel_alloc(ctx, SPACE_KPAGE, pfn, 4096ULL << BPF_CORE_READ(ctx, order));
+	return 0;
+}
+
+SEC("tracepoint/kmem/kfree")
+int on_kfree(struct trace_event_raw_kfree *ctx)
+{
+	__u64 ptr = (__u64)BPF_CORE_READ(ctx, ptr);
+	if (ptr)
+		forget(0, SPACE_KSLAB, ptr);
+	return 0;
+}
+
+SEC("tracepoint/kmem/kmem_cache_free")
+int on_kmem_cache_free(struct trace_event_raw_kmem_cache_free *ctx)
+{
+	__u64 ptr = (__u64)BPF_CORE_READ(ctx, ptr);
+	if (ptr)
+		forget(0, SPACE_KSLAB, ptr);
+	return 0;
+}
+
+SEC("tracepoint/kmem/mm_page_free")
+int on_page_free(struct trace_event_raw_mm_page_free *ctx)
+{
+	forget(0, SPACE_KPAGE, BPF_CORE_READ(ctx, pfn));
+	return 0;
+}
+
+SEC("tracepoint/kmem/mm_page_free_batched")
+int on_page_free_batched(struct trace_event_raw_mm_page_free_batched *ctx)
+{
+	forget(0, SPACE_KPAGE, BPF_CORE_READ(ctx, pfn));
+	return 0;
+}

@@ -1,0 +1,312 @@
+//! Which allocator a process uses, and where its entry points are.
+//!
+//! An allocator is a binary that *defines* `malloc` and `free`: glibc's
+//! `libc.so.6`, `libjemalloc`, `libtcmalloc`, `libmimalloc`, or the main
+//! executable when the allocator is linked statically. Entry points are
+//! located as file offsets (what uprobes attach to) from the ELF symbol
+//! tables; aliases at the same offset (glibc's `aligned_alloc` and
+//! `memalign`, `cfree` and `free`) are attached once.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use object::read::elf::{Dyn, FileHeader};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+
+/// How an entry point takes its arguments (one BPF program each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AllocFn {
+    /// `malloc(size)`, `valloc(size)`, `pvalloc(size)`.
+    Malloc,
+    /// `calloc(n, size)`.
+    Calloc,
+    /// `realloc(ptr, size)`.
+    Realloc,
+    /// `reallocarray(ptr, n, size)`.
+    ReallocArray,
+    /// `posix_memalign(&ptr, align, size)`.
+    PosixMemalign,
+    /// `memalign(align, size)`, `aligned_alloc(align, size)`.
+    Memalign,
+    /// `free(ptr)` and relatives taking the pointer first.
+    Free,
+}
+
+/// Symbols probed, in priority order (the first name at an offset wins).
+pub const SYMBOLS: &[(&str, AllocFn)] = &[
+    ("malloc", AllocFn::Malloc),
+    ("free", AllocFn::Free),
+    ("calloc", AllocFn::Calloc),
+    ("realloc", AllocFn::Realloc),
+    ("reallocarray", AllocFn::ReallocArray),
+    ("posix_memalign", AllocFn::PosixMemalign),
+    ("aligned_alloc", AllocFn::Memalign),
+    ("memalign", AllocFn::Memalign),
+    ("valloc", AllocFn::Malloc),
+    ("pvalloc", AllocFn::Malloc),
+    ("cfree", AllocFn::Free),
+    ("free_sized", AllocFn::Free),
+    ("free_aligned_sized", AllocFn::Free),
+    ("sdallocx", AllocFn::Free),
+];
+
+/// One entry point to probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryPoint {
+    pub name: &'static str,
+    pub kind: AllocFn,
+    /// File offset of the function's first instruction.
+    pub offset: u64,
+}
+
+/// The allocator entry points a binary defines; empty when it does not
+/// define both `malloc` and `free` (so it is not an allocator).
+pub fn entry_points(data: &[u8]) -> Result<Vec<EntryPoint>, String> {
+    let file = object::File::parse(data).map_err(|e| format!("not a readable ELF file: {e}"))?;
+    let mut addrs: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for sym in file.dynamic_symbols().chain(file.symbols()) {
+        if !sym.is_definition() || sym.kind() != SymbolKind::Text || sym.is_local() {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        if let Some((known, _)) = SYMBOLS.iter().find(|(n, _)| *n == name) {
+            addrs.entry(known).or_insert(sym.address());
+        }
+    }
+    if !(addrs.contains_key("malloc") && addrs.contains_key("free")) {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<EntryPoint> = Vec::new();
+    for (name, kind) in SYMBOLS {
+        let Some(&addr) = addrs.get(name) else {
+            continue;
+        };
+        let Some(offset) = file_offset(&file, addr) else {
+            continue;
+        };
+        if out.iter().any(|e| e.offset == offset) {
+            continue; // an alias of an entry point already probed
+        }
+        out.push(EntryPoint {
+            name,
+            kind: *kind,
+            offset,
+        });
+    }
+    Ok(out)
+}
+
+/// The file offset of a virtual address, through the loadable segments.
+fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
+    file.segments().find_map(|seg| {
+        let (off, size) = seg.file_range();
+        let start = seg.address();
+        (addr >= start && addr < start + size).then(|| addr - start + off)
+    })
+}
+
+/// Maps a file and returns its allocator entry points.
+pub fn entry_points_of(file: &File) -> Result<Vec<EntryPoint>, String> {
+    // SAFETY: the mapping is read-only and private; binaries on disk are
+    // not modified while they are mapped by running processes.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| format!("cannot map: {e}"))?;
+    entry_points(&map)
+}
+
+/// True for file names of known allocator libraries (and libc).
+pub fn is_allocator_library(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("libc.so")
+        || base.starts_with("libc-")
+        || base.starts_with("libjemalloc")
+        || base.starts_with("libtcmalloc")
+        || base.starts_with("libmimalloc")
+}
+
+/// What a command will load, found before it runs: its executable (which
+/// may hold a static allocator), allocator libraries it needs or
+/// preloads, and whether it is dynamically linked (then it uses the system
+/// libc).
+#[derive(Debug, Default)]
+pub struct CommandBinaries {
+    pub executable: Option<PathBuf>,
+    pub libraries: Vec<PathBuf>,
+    pub dynamic: bool,
+}
+
+/// Resolves `program` like execvp (PATH search), follows one `#!`
+/// interpreter, and reads its DT_NEEDED allocator libraries and LD_PRELOAD.
+pub fn command_binaries(program: &OsStr) -> CommandBinaries {
+    let mut out = CommandBinaries::default();
+    let Some(mut exe) = find_program(program) else {
+        return out;
+    };
+    if let Some(interp) = shebang(&exe) {
+        exe = interp;
+    }
+    let Ok(data) = std::fs::read(&exe) else {
+        return out;
+    };
+    if let Ok((needed, runpath, dynamic)) = dynamic_info(&data) {
+        out.dynamic = dynamic;
+        let origin = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        for name in needed.iter().filter(|n| is_allocator_library(n)) {
+            if let Some(p) = find_library(name, &runpath, &origin) {
+                out.libraries.push(p);
+            }
+        }
+    }
+    if let Some(preload) = std::env::var_os("LD_PRELOAD") {
+        for item in preload
+            .as_bytes()
+            .split(|&b| b == b':' || b == b' ')
+            .filter(|s| !s.is_empty())
+        {
+            let p = PathBuf::from(OsStr::from_bytes(item));
+            let found = if p.is_absolute() {
+                Some(p)
+            } else {
+                find_library(&p.to_string_lossy(), &[], Path::new("/"))
+            };
+            out.libraries.extend(found);
+        }
+    }
+    out.executable = Some(exe);
+    out
+}
+
+fn find_program(program: &OsStr) -> Option<PathBuf> {
+    let p = Path::new(program);
+    if program.as_bytes().contains(&b'/') {
+        return Some(p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(p))
+        .find(|c| c.is_file())
+}
+
+fn shebang(exe: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = File::open(exe).ok()?.read(&mut head).ok()?;
+    let head = head.get(..n)?.strip_prefix(b"#!")?;
+    let line = head.split(|&b| b == b'\n').next()?;
+    let interp = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|s| !s.is_empty())?;
+    Some(PathBuf::from(OsStr::from_bytes(interp)))
+}
+
+/// DT_NEEDED names, DT_RUNPATH/DT_RPATH directories and whether the
+/// binary has a dynamic section at all.
+fn dynamic_info(data: &[u8]) -> Result<(Vec<String>, Vec<String>, bool), object::Error> {
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(data)?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, data)?;
+    let Some((dyns, link)) = sections.dynamic(endian, data)? else {
+        return Ok((Vec::new(), Vec::new(), false));
+    };
+    let strings = sections.strings(endian, data, link)?;
+    let (mut needed, mut runpath) = (Vec::new(), Vec::new());
+    for d in dyns {
+        let tag = d.tag32(endian);
+        let text = || {
+            d.string(endian, strings)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+        };
+        match tag {
+            Some(object::elf::DT_NEEDED) => needed.push(text()?),
+            Some(object::elf::DT_RUNPATH) | Some(object::elf::DT_RPATH) => {
+                runpath.extend(text()?.split(':').map(str::to_string))
+            }
+            _ => {}
+        }
+    }
+    Ok((needed, runpath, true))
+}
+
+const LIBRARY_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+fn find_library(name: &str, runpath: &[String], origin: &Path) -> Option<PathBuf> {
+    let origin = origin.to_string_lossy();
+    let env_dirs: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    runpath
+        .iter()
+        .map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin))
+        .chain(env_dirs)
+        .chain(LIBRARY_DIRS.iter().map(|s| s.to_string()))
+        .map(|d| Path::new(&d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The C library flameprobe itself runs with: the one every dynamically
+/// linked command in the same root uses.
+pub fn own_libc() -> Option<PathBuf> {
+    let maps = crate::proc::read_maps(std::process::id()).ok()?;
+    maps.into_iter()
+        .find(|m| m.executable && m.is_file() && is_allocator_library(&m.path))
+        .map(|m| PathBuf::from(m.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_glibc_entry_points_once_per_offset() {
+        let libc = own_libc().expect("tests run with a dynamic libc");
+        let file = File::open(&libc).unwrap();
+        let eps = entry_points_of(&file).unwrap();
+        let names: Vec<&str> = eps.iter().map(|e| e.name).collect();
+        for want in ["malloc", "free", "calloc", "realloc", "posix_memalign"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let mut offsets: Vec<u64> = eps.iter().map(|e| e.offset).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(offsets.len(), eps.len(), "one probe per offset: {eps:?}");
+        assert!(eps.iter().all(|e| e.offset > 0));
+    }
+
+    #[test]
+    fn a_binary_without_malloc_is_no_allocator() {
+        let me = std::fs::read("/proc/self/exe").unwrap();
+        assert!(entry_points(&me).unwrap().is_empty());
+    }
+
+    #[test]
+    fn recognizes_allocator_library_names() {
+        assert!(is_allocator_library("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_allocator_library("libjemalloc.so.2"));
+        assert!(is_allocator_library("/opt/x/libtcmalloc_minimal.so.4"));
+        assert!(!is_allocator_library("/usr/lib/libcrypto.so.3"));
+    }
+
+    #[test]
+    fn command_binaries_of_a_dynamic_program() {
+        let c = command_binaries(OsStr::new("sh"));
+        assert!(c.executable.is_some());
+        assert!(c.dynamic);
+        assert!(c
+            .libraries
+            .iter()
+            .any(|l| l.to_string_lossy().contains("libc.so")));
+    }
+}

@@ -1,0 +1,488 @@
+//! Memory-leak probes: uprobes on user allocators (`memleak`) or the kmem
+//! tracepoints (`kmemleak`). The bookkeeping of outstanding allocations is
+//! done in the kernel; stacks arrive once each through a ring buffer, and
+//! what is still allocated is read from the `allocs` map at the end.
+
+use std::collections::HashSet;
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{
+    Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder, UprobeMultiOpts,
+};
+
+use super::cpu::Filter;
+use super::memleak_skel::{types, MemleakSkel, MemleakSkelBuilder};
+use super::setup::{ensure_tracefs, ProbeError};
+use crate::allocator::{AllocFn, EntryPoint};
+use crate::process::FileKey;
+
+/// Entries in the exponential table for sampling (`SAMPLE_TABLE_SIZE`).
+const SAMPLE_TABLE_SIZE: u32 = 4096;
+
+/// Which allocations are tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocators {
+    /// User-space allocators, through uprobes attached per process.
+    User,
+    /// Kernel allocators (slab and page), through the kmem tracepoints.
+    Kernel,
+}
+
+/// Settings of one recording.
+#[derive(Clone, Debug)]
+pub struct MemleakConfig {
+    pub allocators: Allocators,
+    pub filter: Filter,
+    /// Add processes forked by targets to the targets.
+    pub follow_children: bool,
+    /// Mean bytes between samples (0 = track every allocation).
+    pub sample_bytes: u64,
+    /// Most outstanding allocations kept at once.
+    pub max_outstanding: u32,
+}
+
+/// A stack delivered by the BPF program the first time it was seen.
+pub struct StackRecord {
+    ev: types::stack_event,
+}
+
+impl StackRecord {
+    /// Parses a ring-buffer record; `None` if it is not a stack record.
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        if data.len() < std::mem::size_of::<types::stack_event>() {
+            return None;
+        }
+        // SAFETY: the record holds a whole stack_event, a plain-old-data
+        // type generated from the program's BTF.
+        let ev: types::stack_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        (ev.kind == types::record_kind::RECORD_STACK.0).then_some(StackRecord { ev })
+    }
+
+    pub fn stack_id(&self) -> u64 {
+        self.ev.stack_id
+    }
+    /// Process that allocated (0 for kernel context without one).
+    pub fn pid(&self) -> u32 {
+        self.ev.pid
+    }
+    pub fn process_name(&self) -> String {
+        let bytes: Vec<u8> = self
+            .ev
+            .proc_comm
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+    /// Kernel return addresses, leaf first.
+    pub fn kernel_stack(&self) -> &[u64] {
+        slice(&self.ev.kstack, self.ev.kstack_len)
+    }
+    /// User return addresses, leaf (the allocator's caller) first.
+    pub fn user_stack(&self) -> &[u64] {
+        slice(&self.ev.ustack, self.ev.ustack_len)
+    }
+}
+
+fn slice(stack: &[u64], len_bytes: i32) -> &[u64] {
+    let n = usize::try_from(len_bytes).unwrap_or(0) / 8;
+    &stack[..n.min(stack.len())]
+}
+
+/// One allocation still outstanding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    /// Owning process (0 for kernel memory).
+    pub tgid: u32,
+    pub addr: u64,
+    pub size: u64,
+    /// CLOCK_MONOTONIC nanoseconds at allocation.
+    pub ts: u64,
+    pub stack_id: u64,
+}
+
+/// Counters kept by the BPF program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemleakStats {
+    pub allocs: u64,
+    pub frees: u64,
+    /// Allocations not recorded: the outstanding map was full.
+    pub map_full: u64,
+    /// New stacks not delivered: the ring buffer was full.
+    pub stack_lost: u64,
+    /// Calls not traced: no per-thread state could be created.
+    pub no_state: u64,
+}
+
+impl MemleakStats {
+    /// Events that could not be recorded.
+    pub fn lost(&self) -> u64 {
+        self.map_full + self.stack_lost + self.no_state
+    }
+}
+
+/// Loaded memleak programs; uprobes are added per process and binary.
+pub struct MemleakProbe<'obj> {
+    skel: MemleakSkel<'obj>,
+    ring: RingBuffer<'static>,
+    links: Vec<Link>,
+    /// (pid or -1, binary) pairs already probed.
+    attached: HashSet<(i32, FileKey)>,
+}
+
+impl<'obj> MemleakProbe<'obj> {
+    /// Loads the programs; in kernel mode also attaches the tracepoints.
+    /// `on_stack` receives every new stack.
+    pub fn attach(
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        config: &MemleakConfig,
+        mut on_stack: impl FnMut(&StackRecord) + 'static,
+    ) -> Result<Self, ProbeError> {
+        let load = |e: libbpf_rs::Error| ProbeError::Load(format!("{e:#}"));
+        let attach =
+            |what: &str, e: &dyn std::fmt::Display| ProbeError::Attach(format!("{what}: {e:#}"));
+        let mut open = MemleakSkelBuilder::default().open(storage).map_err(load)?;
+        {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
+            rodata.filter_mode = match config.filter {
+                Filter::All => types::filter_mode::FILTER_ALL.0,
+                Filter::Pids(_) => types::filter_mode::FILTER_PIDS.0,
+            };
+            rodata.follow_children = config.follow_children;
+            rodata.sample_bytes = config.sample_bytes;
+            rodata.kernel_user_stacks = matches!(config.filter, Filter::Pids(_));
+        }
+        open.maps
+            .allocs
+            .set_max_entries(config.max_outstanding.max(1024))
+            .map_err(load)?;
+        let user = config.allocators == Allocators::User;
+        {
+            let p = &mut open.progs;
+            for prog in [
+                &mut p.on_malloc,
+                &mut p.on_calloc,
+                &mut p.on_realloc,
+                &mut p.on_reallocarray,
+                &mut p.on_posix_memalign,
+                &mut p.on_memalign,
+                &mut p.on_free,
+            ] {
+                prog.set_autoload(user);
+            }
+            for prog in [
+                &mut p.on_kmalloc,
+                &mut p.on_kmem_cache_alloc,
+                &mut p.on_page_alloc,
+                &mut p.on_kfree,
+                &mut p.on_kmem_cache_free,
+                &mut p.on_page_free,
+                &mut p.on_page_free_batched,
+            ] {
+                prog.set_autoload(!user);
+            }
+        }
+        let skel = open.load().map_err(|e| {
+            if user {
+                ProbeError::Load(format!(
+                    "{e:#}; --probe memleak needs uprobe sessions (Linux 6.13 or later)"
+                ))
+            } else {
+                load(e)
+            }
+        })?;
+
+        if config.sample_bytes > 0 {
+            fill_sample_table(&skel, config.sample_bytes)
+                .map_err(|e| attach("sample table", &e))?;
+        }
+        if let Filter::Pids(pids) = &config.filter {
+            for &pid in pids {
+                add_target(&skel, pid).map_err(|e| attach("target map", &e))?;
+            }
+        }
+        let mut links = Vec::new();
+        if config.follow_children || !user {
+            ensure_tracefs();
+        }
+        if config.follow_children {
+            links.push(
+                skel.progs
+                    .on_fork
+                    .attach()
+                    .map_err(|e| attach("sched_process_fork tracepoint", &e))?,
+            );
+        }
+        if !user {
+            let p = &skel.progs;
+            for (name, prog) in [
+                ("kmem/kmalloc", &p.on_kmalloc),
+                ("kmem/kmem_cache_alloc", &p.on_kmem_cache_alloc),
+                ("kmem/mm_page_alloc", &p.on_page_alloc),
+                ("kmem/kfree", &p.on_kfree),
+                ("kmem/kmem_cache_free", &p.on_kmem_cache_free),
+                ("kmem/mm_page_free", &p.on_page_free),
+                ("kmem/mm_page_free_batched", &p.on_page_free_batched),
+            ] {
+                links.push(
+                    prog.attach()
+                        .map_err(|e| attach(&format!("{name} tracepoint"), &e))?,
+                );
+            }
+        }
+
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&skel.maps.stacks, move |data: &[u8]| {
+                if let Some(rec) = StackRecord::parse(data) {
+                    on_stack(&rec);
+                }
+                0
+            })
+            .map_err(load)?;
+        let ring = builder.build().map_err(load)?;
+        Ok(MemleakProbe {
+            skel,
+            ring,
+            links,
+            attached: HashSet::new(),
+        })
+    }
+
+    /// Probes the allocator entry points of one binary, reached through
+    /// `path`, for process `pid` (-1: every process, filtered in BPF).
+    /// Returns false when this pair was probed already.
+    pub fn attach_allocator(
+        &mut self,
+        pid: i32,
+        key: FileKey,
+        path: &Path,
+        entry_points: &[EntryPoint],
+    ) -> Result<bool, ProbeError> {
+        if !self.attached.insert((pid, key)) {
+            return Ok(false);
+        }
+        let p = &self.skel.progs;
+        let mut frees = Vec::new();
+        for ep in entry_points {
+            let prog = match ep.kind {
+                AllocFn::Malloc => &p.on_malloc,
+                AllocFn::Calloc => &p.on_calloc,
+                AllocFn::Realloc => &p.on_realloc,
+                AllocFn::ReallocArray => &p.on_reallocarray,
+                AllocFn::PosixMemalign => &p.on_posix_memalign,
+                AllocFn::Memalign => &p.on_memalign,
+                AllocFn::Free => {
+                    frees.push(ep.offset as usize);
+                    continue;
+                }
+            };
+            let opts = UprobeMultiOpts {
+                offsets: vec![ep.offset as usize],
+                session: true,
+                ..Default::default()
+            };
+            let link = prog
+                .attach_uprobe_multi_with_opts(pid, path, "", opts)
+                .map_err(|e| {
+                    ProbeError::Attach(format!(
+                        "uprobe on {} in {} (pid {pid}): {e:#}",
+                        ep.name,
+                        path.display()
+                    ))
+                })?;
+            self.links.push(link);
+        }
+        if !frees.is_empty() {
+            let opts = UprobeMultiOpts {
+                offsets: frees,
+                ..Default::default()
+            };
+            let link = p
+                .on_free
+                .attach_uprobe_multi_with_opts(pid, path, "", opts)
+                .map_err(|e| {
+                    ProbeError::Attach(format!(
+                        "uprobe on free in {} (pid {pid}): {e:#}",
+                        path.display()
+                    ))
+                })?;
+            self.links.push(link);
+        }
+        Ok(true)
+    }
+
+    /// Adds a process to the targets (for `Filter::Pids`).
+    pub fn add_target(&self, pid: u32) -> Result<(), ProbeError> {
+        add_target(&self.skel, pid).map_err(|e| ProbeError::Attach(format!("target map: {e:#}")))
+    }
+
+    /// Processes in the target map (targets and, in command mode, their
+    /// descendants).
+    pub fn targets(&self) -> Vec<u32> {
+        self.skel
+            .maps
+            .targets
+            .keys()
+            .filter_map(|k| k.get(..4).and_then(|b| b.try_into().ok()))
+            .map(u32::from_ne_bytes)
+            .collect()
+    }
+
+    /// Delivers pending stacks, waiting up to `timeout` for the first one.
+    pub fn poll(&self, timeout: Duration) {
+        if let Err(e) = self.ring.poll(timeout) {
+            log::debug!("ring buffer poll: {e}");
+        }
+    }
+
+    /// Delivers everything still queued.
+    pub fn drain(&self) {
+        if let Err(e) = self.ring.consume() {
+            log::debug!("ring buffer consume: {e}");
+        }
+    }
+
+    /// Detaches every probe (no more allocations are recorded) while the
+    /// maps stay readable.
+    pub fn detach(&mut self) {
+        self.links.clear();
+    }
+
+    /// The program's counters, summed over CPUs.
+    pub fn stats(&self) -> MemleakStats {
+        let read = |idx: types::memleak_stat| -> u64 {
+            let key = idx.0.to_ne_bytes();
+            match self.skel.maps.mstats.lookup_percpu(&key, MapFlags::ANY) {
+                Ok(Some(per_cpu)) => per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8))
+                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+                    .sum(),
+                _ => 0,
+            }
+        };
+        MemleakStats {
+            allocs: read(types::memleak_stat::MSTAT_ALLOCS),
+            frees: read(types::memleak_stat::MSTAT_FREES),
+            map_full: read(types::memleak_stat::MSTAT_MAP_FULL),
+            stack_lost: read(types::memleak_stat::MSTAT_STACK_LOST),
+            no_state: read(types::memleak_stat::MSTAT_NO_STATE),
+        }
+    }
+
+    /// Every allocation still outstanding.
+    pub fn outstanding(&self) -> Result<Vec<Outstanding>, ProbeError> {
+        let map = &self.skel.maps.allocs;
+        let key_size = std::mem::size_of::<types::alloc_key>();
+        let value_size = std::mem::size_of::<types::alloc_info>();
+        let iter = map
+            .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+            .map_err(|e| ProbeError::Attach(format!("reading outstanding allocations: {e:#}")))?;
+        let mut out = Vec::new();
+        for (k, v) in iter {
+            if k.len() < key_size || v.len() < value_size {
+                continue;
+            }
+            // SAFETY: both buffers hold at least one plain-old-data value
+            // of the generated types.
+            let (key, info): (types::alloc_key, types::alloc_info) = unsafe {
+                (
+                    std::ptr::read_unaligned(k.as_ptr().cast()),
+                    std::ptr::read_unaligned(v.as_ptr().cast()),
+                )
+            };
+            out.push(Outstanding {
+                tgid: key.tgid,
+                addr: key.addr,
+                size: info.size,
+                ts: info.ts,
+                stack_id: info.stack_id,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn add_target(skel: &MemleakSkel<'_>, pid: u32) -> libbpf_rs::Result<()> {
+    skel.maps
+        .targets
+        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
+}
+
+/// Exponential variates with mean `mean` at evenly spaced quantiles: a
+/// random entry is the distance in bytes to the next sampled byte.
+pub fn sample_table(mean: u64) -> Vec<u64> {
+    (0..SAMPLE_TABLE_SIZE)
+        .map(|i| {
+            let q = (f64::from(i) + 0.5) / f64::from(SAMPLE_TABLE_SIZE);
+            (-(q.ln()) * mean as f64).round().max(1.0) as u64
+        })
+        .collect()
+}
+
+fn fill_sample_table(skel: &MemleakSkel<'_>, mean: u64) -> libbpf_rs::Result<()> {
+    for (i, v) in sample_table(mean).into_iter().enumerate() {
+        skel.maps.sample_table.update(
+            &(i as u32).to_ne_bytes(),
+            &v.to_ne_bytes(),
+            MapFlags::ANY,
+        )?;
+    }
+    Ok(())
+}
+
+/// Unbiased estimate of (bytes, allocations) for one sampled allocation of
+/// `size` bytes when each byte is sampled with probability 1/`mean`: the
+/// allocation was sampled with probability 1 - exp(-size/mean).
+pub fn unsample(size: u64, mean: u64) -> (f64, f64) {
+    if mean == 0 {
+        return (size as f64, 1.0);
+    }
+    let p = -(-(size as f64) / mean as f64).exp_m1();
+    if p <= 0.0 {
+        return (0.0, 0.0);
+    }
+    (size as f64 / p, 1.0 / p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_table_has_the_requested_mean() {
+        let t = sample_table(512 * 1024);
+        let mean = t.iter().sum::<u64>() as f64 / t.len() as f64;
+        assert!((mean / (512.0 * 1024.0) - 1.0).abs() < 0.01, "{mean}");
+        assert!(t.iter().all(|&v| v >= 1));
+    }
+
+    #[test]
+    fn unsampling_is_unbiased_and_exact_when_not_sampling() {
+        assert_eq!(unsample(100, 0), (100.0, 1.0));
+        // A huge allocation is always sampled: weight is its size.
+        let (b, c) = unsample(100 << 20, 1024);
+        assert!((b - (100 << 20) as f64).abs() < 1.0 && (c - 1.0).abs() < 1e-9);
+        // A small one stands for about mean/size allocations.
+        let (b, c) = unsample(16, 1 << 20);
+        assert!(
+            (b - (1 << 20) as f64).abs() / ((1 << 20) as f64) < 0.001,
+            "{b}"
+        );
+        assert!((c - 65536.0).abs() < 100.0, "{c}");
+    }
+
+    #[test]
+    fn parse_rejects_short_records() {
+        assert!(StackRecord::parse(&[0u8; 8]).is_none());
+    }
+}

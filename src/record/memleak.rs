@@ -1,0 +1,518 @@
+//! `flameprobe record --probe memleak|kmemleak`: memory allocated during
+//! the recording and still not freed at its end, weighted in bytes.
+//!
+//! target -> allocator uprobes (or kmem tracepoints) -> in-kernel
+//! bookkeeping until duration / signal / target exit -> read what is still
+//! outstanding -> aggregate by stack -> symbolize -> Profile -> output.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::mem::MaybeUninit;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use super::{exit_subject, progress_bar, targets_gone, StopReason};
+use crate::allocator;
+use crate::config::{ProbeKind, RecordConfig};
+use crate::output::{self, atomic, Destination, Format, WriteOptions};
+use crate::probe::check_bpf_support;
+use crate::probe::cpu::Filter;
+use crate::probe::memleak::{
+    unsample, Allocators, MemleakConfig, MemleakProbe, MemleakStats, Outstanding, StackRecord,
+};
+use crate::process::{FileKey, ProcessTable};
+use crate::profile::{FrameNameOptions, Labels, Meta, Profile, Unit};
+use crate::signals;
+use crate::stacks::{RawStack, StackCollector};
+use crate::symbolize::Symbolizer;
+use crate::target::{LaunchedCommand, TargetSpec};
+
+/// Most outstanding allocations tracked at once.
+const MAX_OUTSTANDING: u32 = 1 << 20;
+/// Lowest address user code can live at; lower "frames" end a bad FP walk.
+const MIN_CODE_ADDR: u64 = 0x1000;
+/// Deepest stack the BPF program records.
+const MAX_DEPTH: usize = 127;
+/// Stacks listed in the summary.
+const SUMMARY_STACKS: usize = 10;
+
+/// Stacks as they arrive, normalized while their process is alive.
+struct StackBook {
+    stacks: StackCollector,
+    resolved: HashMap<u64, RawStack>,
+}
+
+impl StackBook {
+    fn on_stack(&mut self, rec: &StackRecord) {
+        let pid = rec.pid();
+        let raw_user = rec.user_stack();
+        let mut addrs: Vec<u64> = raw_user
+            .iter()
+            .copied()
+            .take_while(|&a| a >= MIN_CODE_ADDR)
+            .collect();
+        // A user stack without kernel frames comes from an allocator
+        // uprobe: its first frame is a return address too. Kernels that
+        // add the caller at a function-entry uprobe themselves repeat it.
+        if rec.kernel_stack().is_empty() {
+            if addrs.len() >= 2 && addrs[0] == addrs[1] {
+                addrs.remove(0);
+            }
+            if let Some(first) = addrs.first_mut() {
+                *first -= 1;
+            }
+        }
+        let user = if pid == 0 || addrs.is_empty() {
+            Vec::new()
+        } else {
+            self.stacks.resolve_user(pid, &addrs)
+        };
+        let labels = Labels {
+            pid: Some(pid),
+            process: Some(rec.process_name()),
+            ..Labels::default()
+        };
+        self.resolved.insert(
+            rec.stack_id(),
+            RawStack {
+                labels,
+                kernel: rec.kernel_stack().to_vec(),
+                user,
+                truncated: raw_user.len() >= MAX_DEPTH,
+            },
+        );
+    }
+}
+
+/// Runs a memory-leak recording and writes its output.
+pub fn run(config: &RecordConfig) -> Result<()> {
+    let kernel = config.probe == ProbeKind::Kmemleak;
+    config.target.validate()?;
+    if let Destination::File(path) = &config.destination {
+        atomic::check_writable(path)
+            .with_context(|| format!("cannot write output '{}'", path.display()))?;
+    }
+    check_bpf_support()?;
+    signals::install()?;
+
+    let mut command = match &config.target {
+        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(
+            argv,
+            config.destination == Destination::Stdout,
+        )?),
+        _ => None,
+    };
+    let filter = match (&config.target, &command) {
+        (TargetSpec::System, _) => Filter::All,
+        (TargetSpec::Pids(p), _) => Filter::Pids(p.clone()),
+        (TargetSpec::Command(_), Some(c)) => Filter::Pids(vec![c.pid()]),
+        (TargetSpec::Command(_), None) => unreachable!("command was launched above"),
+    };
+    let probe_config = MemleakConfig {
+        allocators: if kernel {
+            Allocators::Kernel
+        } else {
+            Allocators::User
+        },
+        filter,
+        follow_children: command.is_some(),
+        sample_bytes: config.memleak.sample_bytes,
+        max_outstanding: MAX_OUTSTANDING,
+    };
+
+    let book = Rc::new(RefCell::new(StackBook {
+        stacks: StackCollector::new(),
+        resolved: HashMap::new(),
+    }));
+    let sink = book.clone();
+    let mut storage = MaybeUninit::uninit();
+    let mut probe = MemleakProbe::attach(&mut storage, &probe_config, move |rec| {
+        sink.borrow_mut().on_stack(rec)
+    })?;
+    if !kernel {
+        match &config.target {
+            TargetSpec::Pids(pids) => {
+                for &pid in pids {
+                    let mut b = book.borrow_mut();
+                    attach_process(&mut probe, &mut b.stacks.table, pid)?;
+                }
+            }
+            TargetSpec::Command(argv) => attach_command(&mut probe, &argv[0])?,
+            TargetSpec::System => bail!("--probe memleak needs --pid or a command"),
+        }
+    }
+    log::info!("attached to {}", config.target.describe());
+    if let Some(cmd) = command.as_mut() {
+        cmd.start()?;
+    }
+
+    let start_wall = SystemTime::now();
+    let started = Instant::now();
+    let progress = progress_bar(config);
+    let reason = loop {
+        let elapsed = started.elapsed();
+        if signals::stop_requested() {
+            break StopReason::Signal;
+        }
+        if elapsed >= config.duration {
+            break StopReason::Duration;
+        }
+        if targets_gone(&config.target, command.as_mut()) {
+            break StopReason::TargetsExited;
+        }
+        let wait = (config.duration - elapsed).min(Duration::from_millis(100));
+        probe.poll(wait);
+        if let Some(pb) = &progress {
+            let s = probe.stats();
+            pb.set_position(elapsed.as_millis() as u64);
+            pb.set_message(format!(
+                "{} allocations, {} freed, {} lost",
+                s.allocs,
+                s.frees,
+                s.lost()
+            ));
+        }
+    };
+    let recorded = started.elapsed();
+    // Stop recording, then read the state at this instant.
+    probe.detach();
+    let now = monotonic_ns();
+    probe.drain();
+    let stats = probe.stats();
+    let outstanding = probe.outstanding()?;
+    drop(probe);
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let book = Rc::try_unwrap(book)
+        .map_err(|_| anyhow::anyhow!("stack collector still shared after detach"))?
+        .into_inner();
+    if !config.quiet {
+        match reason {
+            StopReason::Signal => eprintln!("flameprobe: interrupted, writing what was recorded"),
+            StopReason::TargetsExited => eprintln!(
+                "flameprobe: {} exited after {:.1}s",
+                exit_subject(&config.target),
+                recorded.as_secs_f64()
+            ),
+            StopReason::Duration => {}
+        }
+    }
+
+    let min_age_ns = config.memleak.min_age.as_nanos() as u64;
+    let totals = aggregate(
+        &outstanding,
+        now,
+        min_age_ns,
+        config.memleak.sample_bytes,
+        kernel,
+    );
+    let mut stacks = book.stacks;
+    let mut resolved = book.resolved;
+    for (stack_id, (bytes, count)) in totals {
+        let raw = resolved.remove(&stack_id).unwrap_or_else(|| RawStack {
+            // The stack never arrived (ring buffer full, counted as lost).
+            labels: Labels::default(),
+            kernel: Vec::new(),
+            user: Vec::new(),
+            truncated: true,
+        });
+        stacks.add(raw, bytes, count);
+    }
+
+    let meta = Meta {
+        target: config.target.describe(),
+        start_unix_ns: start_wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        duration_ns: recorded.as_nanos() as u64,
+        frequency: None,
+        lost: stats.lost(),
+        probe: config.probe.name().into(),
+    };
+    if stacks.is_empty() {
+        if !config.quiet {
+            eprintln!(
+                "flameprobe: nothing outstanding: every allocation {} made during the {:.1}s \
+                 recording (older than {:?}) was freed ({} allocations, {} frees, {} lost)",
+                config.target.describe(),
+                recorded.as_secs_f64(),
+                config.memleak.min_age,
+                stats.allocs,
+                stats.frees,
+                stats.lost()
+            );
+        }
+        if config.format == Format::Svg {
+            if !config.quiet {
+                eprintln!("  an empty flame graph cannot be drawn: no file written");
+            }
+            return Ok(());
+        }
+    }
+    let mut symbolizer = Symbolizer::new();
+    let profile = stacks.into_profile(Unit::Bytes, meta, &mut symbolizer);
+    let opts = WriteOptions {
+        svg: config.svg.clone(),
+        folded: FrameNameOptions {
+            threads: config.threads,
+        },
+    };
+    output::write(&profile, config.format, &opts, &config.destination)
+        .with_context(|| format!("writing {}", config.destination))?;
+    if !config.quiet && !profile.stacks.is_empty() {
+        eprint!("{}", summary(&profile, &stats, &config.destination));
+    }
+    Ok(())
+}
+
+/// Bytes and allocations per stack id, leaving out allocations younger than
+/// `min_age_ns` of processes still running (an exited process freed
+/// nothing of what it had outstanding at exit). Sampled sizes are scaled to
+/// unbiased estimates.
+fn aggregate(
+    outstanding: &[Outstanding],
+    now_ns: u64,
+    min_age_ns: u64,
+    sample_bytes: u64,
+    kernel: bool,
+) -> Vec<(u64, (u64, u64))> {
+    let mut alive: HashMap<u32, bool> = HashMap::new();
+    let mut sums: HashMap<u64, (f64, f64)> = HashMap::new();
+    for o in outstanding {
+        let running = kernel
+            || *alive
+                .entry(o.tgid)
+                .or_insert_with(|| crate::proc::process_alive(o.tgid));
+        if running && now_ns.saturating_sub(o.ts) < min_age_ns {
+            continue;
+        }
+        let (bytes, count) = unsample(o.size, sample_bytes);
+        let e = sums.entry(o.stack_id).or_default();
+        e.0 += bytes;
+        e.1 += count;
+    }
+    let mut out: Vec<(u64, (u64, u64))> = sums
+        .into_iter()
+        .map(|(id, (b, c))| (id, (b.round() as u64, c.round() as u64)))
+        .filter(|(_, (b, c))| *b > 0 || *c > 0)
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        Err(_) => u64::MAX,
+    }
+}
+
+/// Probes the allocators a running process has mapped: libc, jemalloc,
+/// tcmalloc, mimalloc, or its executable when linked statically.
+fn attach_process(probe: &mut MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) -> Result<()> {
+    let exe = std::fs::metadata(crate::proc::proc_path(pid, "exe"))
+        .ok()
+        .map(|m| file_key(&m));
+    let info = table.get(pid);
+    if info.unavailable {
+        bail!("cannot read the memory maps of pid {pid} (did it exit?)");
+    }
+    let mut modules = Vec::new();
+    for m in &info.mappings {
+        let Some(module) = &m.module else { continue };
+        let candidate = allocator::is_allocator_library(&module.path) || Some(module.key) == exe;
+        if m.entry.executable
+            && candidate
+            && !modules
+                .iter()
+                .any(|x: &std::sync::Arc<_>| std::sync::Arc::ptr_eq(x, module))
+        {
+            modules.push(module.clone());
+        }
+    }
+    let mut attached = 0;
+    for module in modules {
+        let eps = match allocator::entry_points_of(&module.file) {
+            Ok(eps) => eps,
+            Err(e) => {
+                log::info!("{}: {e}", module.path);
+                continue;
+            }
+        };
+        if eps.is_empty() {
+            continue;
+        }
+        log::info!(
+            "pid {pid}: probing {} allocator entry points in {}",
+            eps.len(),
+            module.path
+        );
+        probe.attach_allocator(pid as i32, module.key, &module.fd_path(), &eps)?;
+        attached += 1;
+    }
+    if attached == 0 {
+        bail!(
+            "pid {pid} has no allocator flameprobe can probe: no mapped libc, jemalloc, \
+             tcmalloc or mimalloc, and its executable defines no malloc and free symbols \
+             (a stripped static binary?)"
+        );
+    }
+    Ok(())
+}
+
+/// Probes the allocators a command will use once it runs (it is held
+/// before exec, so its maps are not its own yet): a static allocator in its
+/// executable, allocator libraries it needs or preloads, and the system
+/// libc when it is dynamically linked. Probes cover every process mapping
+/// these files and are filtered to the command and its children in BPF.
+fn attach_command(probe: &mut MemleakProbe<'_>, program: &std::ffi::OsStr) -> Result<()> {
+    let bins = allocator::command_binaries(program);
+    let mut paths: Vec<PathBuf> = bins.executable.into_iter().collect();
+    paths.extend(bins.libraries);
+    if bins.dynamic {
+        paths.extend(allocator::own_libc());
+    }
+    let mut attached = 0;
+    for path in paths {
+        if try_attach_file(probe, &path)? {
+            attached += 1;
+        }
+    }
+    if attached == 0 {
+        bail!(
+            "found no allocator to probe for `{}`: it is not dynamically linked against \
+             libc and defines no malloc and free symbols",
+            program.to_string_lossy()
+        );
+    }
+    Ok(())
+}
+
+fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<bool> {
+    let Ok(file) = File::open(path) else {
+        return Ok(false);
+    };
+    let key = match file.metadata() {
+        Ok(m) => file_key(&m),
+        Err(_) => return Ok(false),
+    };
+    let eps = allocator::entry_points_of(&file).unwrap_or_default();
+    if eps.is_empty() {
+        return Ok(false);
+    }
+    use std::os::fd::AsRawFd;
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let fresh = probe.attach_allocator(-1, key, &fd_path, &eps)?;
+    if fresh {
+        log::info!(
+            "probing {} allocator entry points in {}",
+            eps.len(),
+            path.display()
+        );
+    }
+    Ok(fresh)
+}
+
+/// The (device, inode) key of a file, encoded as /proc/PID/maps shows it.
+fn file_key(m: &std::fs::Metadata) -> FileKey {
+    let dev = m.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    FileKey {
+        dev: (u64::from(major) << 8) | u64::from(minor),
+        inode: m.ino(),
+    }
+}
+
+/// The end-of-recording summary for stderr: totals and the biggest stacks
+/// with their allocation counts.
+fn summary(profile: &Profile, stats: &MemleakStats, dest: &Destination) -> String {
+    let mut out = format!(
+        "flameprobe: {} bytes outstanding in {} allocations from {} after {:.1}s \
+         ({} allocations and {} frees seen, {} lost), {} stacks\n",
+        profile.total_weight(),
+        profile.total_count(),
+        profile.meta.target,
+        profile.meta.duration_ns as f64 / 1e9,
+        stats.allocs,
+        stats.frees,
+        stats.lost(),
+        profile.stacks.len()
+    );
+    if stats.map_full > 0 {
+        out.push_str(&format!(
+            "  {} allocations were not tracked because the table of outstanding \
+             allocations was full: use --sample-bytes\n",
+            stats.map_full
+        ));
+    }
+    if stats.stack_lost > 0 {
+        out.push_str(&format!(
+            "  {} stacks could not be delivered (ring buffer full); their bytes are under [truncated]\n",
+            stats.stack_lost
+        ));
+    }
+    // Stacks that read the same (several call sites on one line, inlined
+    // copies) are merged, as in the folded output.
+    let names = FrameNameOptions { threads: false };
+    let mut merged: HashMap<Vec<String>, (u64, u64)> = HashMap::new();
+    for s in &profile.stacks {
+        let e = merged.entry(profile.frame_names(s, &names)).or_default();
+        e.0 += s.weight;
+        e.1 += s.count;
+    }
+    let mut merged: Vec<(Vec<String>, (u64, u64))> = merged.into_iter().collect();
+    merged.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    if !merged.is_empty() {
+        out.push_str("  largest stacks (bytes, allocations, innermost frames first):\n");
+    }
+    for (frames, (bytes, count)) in merged.iter().take(SUMMARY_STACKS) {
+        let tail: Vec<&str> = frames.iter().rev().take(5).map(String::as_str).collect();
+        out.push_str(&format!(
+            "  {bytes:>12} {count:>8}  {}\n",
+            tail.join(" <- ")
+        ));
+    }
+    match dest {
+        Destination::Stdout => out.push_str("  wrote folded stacks to standard output\n"),
+        Destination::File(p) => out.push_str(&format!("  wrote {}\n", p.display())),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(tgid: u32, size: u64, ts: u64, stack_id: u64) -> Outstanding {
+        Outstanding {
+            tgid,
+            addr: ts,
+            size,
+            ts,
+            stack_id,
+        }
+    }
+
+    #[test]
+    fn aggregates_by_stack_and_applies_min_age_to_live_processes() {
+        let me = std::process::id();
+        let gone = u32::MAX - 5;
+        let all = [
+            o(me, 100, 1_000, 1),
+            o(me, 50, 2_000, 1),
+            o(me, 7, 9_500, 2),   // young: left out while we run
+            o(gone, 9, 9_900, 3), // young but its process exited: kept
+        ];
+        let got = aggregate(&all, 10_000, 1_000, 0, false);
+        assert_eq!(got, vec![(1, (150, 2)), (3, (9, 1))]);
+        let got = aggregate(&all, 10_000, 0, 0, false);
+        assert_eq!(got.len(), 3);
+    }
+}

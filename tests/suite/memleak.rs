@@ -1,0 +1,385 @@
+//! `record --probe memleak|kmemleak` on real processes (needs root): exact
+//! leaked bytes and allocation counts per call chain, static builds,
+//! command mode, cross-thread frees, sampling, and kernel allocations held
+//! versus released.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::util::*;
+
+const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"];
+
+/// Leaked bytes and allocation counts of tests/targets/leaks.c, per chain
+/// (root first, ending at the function that called the allocator).
+const LEAKS: &[(&str, u64, u64)] = &[
+    ("main;run_leaks;via_malloc;leak_malloc", 3000, 3),
+    ("main;run_leaks;leak_calloc", 400, 2),
+    ("main;run_leaks;leak_realloc", 300, 1),
+    ("main;run_leaks;leak_posix_memalign", 777, 1),
+    ("main;run_leaks;leak_aligned_alloc", 1024, 2),
+];
+
+/// A target speaking the ready / go / done protocol on stdin and stdout.
+struct Handshake {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Handshake {
+    fn start(bin: &Path, args: &[&str]) -> Handshake {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut t = Handshake {
+            child,
+            stdin,
+            stdout,
+        };
+        t.expect("ready");
+        t
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn expect(&mut self, word: &str) {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), word, "target protocol");
+    }
+
+    /// Lets the target do its work and waits until it is done.
+    fn go(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        self.expect("done");
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.stdin.take(); // EOF: the target exits
+        if wait_child(&mut self.child, Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// flameprobe running in the background; `start` returns once its probes
+/// are attached (it says so on stderr with -v).
+struct Recording {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Recording {
+    fn start(args: &[&str]) -> Recording {
+        let mut child = flameprobe()
+            .arg("record")
+            .arg("-v")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running flameprobe");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let reader = BufReader::new(child.stderr.take().unwrap());
+        let text = stderr.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if line.contains("attached to") {
+                    let _ = tx.send(());
+                }
+                let mut t = text.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!("flameprobe did not attach: {}", stderr.lock().unwrap());
+        }
+        Recording { child, stderr }
+    }
+
+    /// Stops the recording with SIGINT and returns (stdout, stderr).
+    fn stop(self) -> (String, String) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    /// Waits for the recording to end by itself; returns (stdout, stderr).
+    fn finish(mut self) -> (String, String) {
+        let mut stdout = String::new();
+        use std::io::Read;
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        // Let the reader thread see EOF.
+        std::thread::sleep(Duration::from_millis(50));
+        let err = self.stderr.lock().unwrap().clone();
+        assert!(status.success(), "flameprobe failed: {status}\n{err}");
+        (stdout, err)
+    }
+}
+
+/// Allocation counts from the summary lines `bytes count  leaf <- ... <- root`
+/// whose innermost frames are `chain` (root first, `;`-separated).
+fn summary_count(stderr: &str, chain: &str) -> u64 {
+    let want: Vec<&str> = chain.rsplit(';').collect();
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let bytes: u64 = it.next()?.parse().ok()?;
+            let count: u64 = it.next()?.parse().ok()?;
+            let frames: Vec<&str> = it.filter(|w| *w != "<-").collect();
+            let _ = bytes;
+            frames.starts_with(&want).then_some(count)
+        })
+        .sum()
+}
+
+fn assert_exact_leaks(folded: &BTreeMap<String, u64>, stderr: &str) {
+    for (chain, bytes, count) in LEAKS {
+        assert_eq!(
+            chain_weight(folded, chain),
+            *bytes,
+            "bytes leaked through {chain}: {folded:#?}\n{stderr}"
+        );
+        assert_eq!(
+            summary_count(stderr, chain),
+            *count,
+            "allocations leaked through {chain}:\n{stderr}"
+        );
+    }
+    let churn: Vec<_> = folded.keys().filter(|s| s.contains("churn")).collect();
+    assert!(churn.is_empty(), "freed churn reported: {churn:#?}");
+    let leaked: u64 = LEAKS.iter().map(|l| l.1).sum();
+    assert_eq!(
+        total(folded),
+        leaked,
+        "nothing else outstanding: {folded:#?}"
+    );
+}
+
+/// Records the leaks target (built with `flags`) by pid and checks the
+/// exact result.
+fn exact_leaks_by_pid(name: &str, flags: &[&str]) {
+    let bin = build_c("leaks.c", name, flags);
+    let mut target = Handshake::start(&bin, &["wait"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("leak.folded");
+    let pid = target.pid();
+    let rec = Recording::start(&[
+        "--probe",
+        "memleak",
+        "-p",
+        &pid,
+        "-d",
+        "120s",
+        "--min-age",
+        "0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    target.go();
+    let (_, err) = rec.stop();
+    let folded = read_folded(&out);
+    let prefix = format!("[{pid}]{name};");
+    assert!(folded.keys().all(|s| s.starts_with(&prefix)), "{folded:#?}");
+    assert_exact_leaks(&folded, &err);
+}
+
+#[test]
+fn memleak_reports_exact_leaks_per_chain() {
+    require_root!();
+    exact_leaks_by_pid("leaks", FP_FLAGS);
+}
+
+#[test]
+fn memleak_static_binary_reports_exact_leaks() {
+    require_root!();
+    let mut flags = FP_FLAGS.to_vec();
+    flags.push("-static");
+    exact_leaks_by_pid("leaks-static", &flags);
+}
+
+#[test]
+fn memleak_command_mode_attaches_before_the_command_runs() {
+    require_root!();
+    let bin = build_c("leaks.c", "leaks", FP_FLAGS);
+    let out = run_ok(&[
+        "record",
+        "--probe",
+        "memleak",
+        "--min-age",
+        "0",
+        "-d",
+        "60s",
+        "-o",
+        "-",
+        "--",
+        bin.to_str().unwrap(),
+        "cmd",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the command exited"), "{err}");
+    let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
+    // Exactly the leaks (the target allocates nothing else once main runs;
+    // the dynamic loader's allocations before main go through its own
+    // allocator).
+    assert_exact_leaks(&folded, &err);
+}
+
+#[test]
+fn memleak_cross_thread_frees_leave_nothing() {
+    require_root!();
+    let bin = build_c("leaks.c", "leaks", FP_FLAGS);
+    let mut target = Handshake::start(&bin, &["xthread"]);
+    let pid = target.pid();
+    let rec = Recording::start(&[
+        "--probe",
+        "memleak",
+        "-p",
+        &pid,
+        "-d",
+        "120s",
+        "--min-age",
+        "0",
+        "-o",
+        "-",
+    ]);
+    target.go();
+    let (stdout, err) = rec.stop();
+    assert!(stdout.is_empty(), "nothing outstanding: {stdout}\n{err}");
+    assert!(err.contains("nothing outstanding"), "{err}");
+    // The producer's 3000 allocations were seen and all freed by the consumer.
+    assert!(err.contains("3000 allocations, 3000 frees"), "{err}");
+}
+
+#[test]
+fn memleak_sampling_every_byte_matches_exact_and_svg_says_bytes() {
+    require_root!();
+    let bin = build_c("leaks.c", "leaks", FP_FLAGS);
+    let mut target = Handshake::start(&bin, &["wait"]);
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("leak.svg");
+    let pid = target.pid();
+    // Sampling each byte with probability 1 samples every allocation and
+    // scales by 1: the estimate is the exact answer.
+    let rec = Recording::start(&[
+        "--probe",
+        "memleak",
+        "--sample-bytes",
+        "1",
+        "-p",
+        &pid,
+        "-d",
+        "120s",
+        "--min-age",
+        "0",
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    target.go();
+    let (_, err) = rec.stop();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_well_formed_xml(&text);
+    assert!(text.contains("leak_posix_memalign"), "{text}");
+    assert!(text.contains("5501 bytes in 9 allocations"), "{err}");
+    assert!(text.contains("Memory Flame Graph"));
+    assert!(
+        summary_count(&err, "main;run_leaks;via_malloc;leak_malloc") == 3,
+        "{err}"
+    );
+}
+
+#[test]
+fn memleak_without_a_target_is_a_usage_error() {
+    let out = run(&["record", "--probe", "memleak", "-d", "1s", "-o", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pid") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn kmemleak_shows_held_kernel_memory_not_released() {
+    require_root!();
+    let bin = build_c("kheld.c", "kheld", FP_FLAGS);
+    let mut target = Handshake::start(&bin, &[]);
+    let pid = target.pid();
+    // The recording ends by its duration, well after the target is done,
+    // so that frees the kernel defers (RCU) have happened; allocations are
+    // older than the default --min-age by then.
+    let rec = Recording::start(&["--probe", "kmemleak", "-p", &pid, "-d", "4s", "-o", "-"]);
+    target.go();
+    let (stdout, err) = rec.finish();
+    let folded = parse_folded(&stdout);
+    let weight = |want: &[&str], avoid: &[&str]| -> u64 {
+        folded
+            .iter()
+            .filter(|(s, _)| want.iter().all(|w| s.contains(w)))
+            .filter(|(s, _)| !avoid.iter().any(|a| s.contains(a)))
+            .map(|(_, w)| w)
+            .sum()
+    };
+    // 64 socket pairs held open: 128 sockets, each with its struct sock.
+    let held = weight(&["__sys_socketpair_[k]"], &[]);
+    let socks = weight(&["__sys_socketpair_[k]", "sk_alloc_[k]"], &[]);
+    assert!(socks >= 128 * 512, "held sockets: {socks} bytes\n{err}");
+    // 1280 pipes created and closed: their objects were freed. What may
+    // stay is memory the kernel keeps for reuse (new slab pages, a grown
+    // file-descriptor table), not the pipes.
+    let released = weight(
+        &["do_pipe2_[k]"],
+        &[
+            "allocate_slab_[k]",
+            "alloc_slab_obj_exts",
+            "expand_files_[k]",
+        ],
+    );
+    assert!(
+        released * 50 < held,
+        "released pipes still hold {released} bytes (held sockets {held}): {folded:#?}"
+    );
+    // Kernel frames sit under the user frames of the target.
+    assert!(
+        folded
+            .keys()
+            .any(|s| s.starts_with(&format!("[{pid}]kheld;")) && s.contains(";main;")),
+        "{folded:#?}"
+    );
+}
