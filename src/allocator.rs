@@ -59,7 +59,33 @@ pub struct EntryPoint {
     pub name: &'static str,
     pub kind: AllocFn,
     /// File offset of the function's first instruction.
+    pub entry: u64,
+    /// File offset the uprobe goes to: the entry, or a few bytes further
+    /// past instructions that change no register the probe reads (see
+    /// [`skippable_prefix`]).
     pub offset: u64,
+}
+
+/// Bytes at the start of a function that a uprobe may skip: `endbr64`,
+/// and `test %rdi,%rdi` when a conditional jump follows (glibc's `free`).
+/// They change neither the arguments nor the stack pointer, so a probe
+/// after them sees the entry state; but the kernel must single-step them
+/// out of line (a second trap per call), while the jump or `push` that
+/// follows is emulated. Nothing jumps back into such a prologue.
+pub fn skippable_prefix(code: &[u8]) -> u64 {
+    let mut n = 0;
+    if code.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+        n = 4;
+    }
+    let rest = &code[n.min(code.len())..];
+    let jcc_follows = matches!(
+        rest.get(3..5),
+        Some([0x70..=0x7f, _]) | Some([0x0f, 0x80..=0x8f])
+    );
+    if rest.starts_with(&[0x48, 0x85, 0xff]) && jcc_follows {
+        n += 3;
+    }
+    n as u64
 }
 
 /// The allocator entry points a binary defines; empty when it does not
@@ -87,13 +113,18 @@ pub fn entry_points(data: &[u8]) -> Result<Vec<EntryPoint>, String> {
         let Some(offset) = file_offset(&file, addr) else {
             continue;
         };
-        if out.iter().any(|e| e.offset == offset) {
+        if out.iter().any(|e| e.entry == offset) {
             continue; // an alias of an entry point already probed
         }
+        let code = usize::try_from(offset)
+            .ok()
+            .and_then(|o| data.get(o..o.saturating_add(16)))
+            .unwrap_or(&[]);
         out.push(EntryPoint {
             name,
             kind: *kind,
-            offset,
+            entry: offset,
+            offset: offset + skippable_prefix(code),
         });
     }
     Ok(out)
@@ -278,11 +309,31 @@ mod tests {
         for want in ["malloc", "free", "calloc", "realloc", "posix_memalign"] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
-        let mut offsets: Vec<u64> = eps.iter().map(|e| e.offset).collect();
+        let mut offsets: Vec<u64> = eps.iter().map(|e| e.entry).collect();
         offsets.sort_unstable();
         offsets.dedup();
         assert_eq!(offsets.len(), eps.len(), "one probe per offset: {eps:?}");
-        assert!(eps.iter().all(|e| e.offset > 0));
+        assert!(eps
+            .iter()
+            .all(|e| e.offset >= e.entry && e.offset < e.entry + 8));
+    }
+
+    #[test]
+    fn skips_only_harmless_prologues() {
+        assert_eq!(skippable_prefix(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55]), 4);
+        assert_eq!(
+            skippable_prefix(&[0x48, 0x85, 0xff, 0x0f, 0x84, 0, 0, 0, 0]),
+            3
+        );
+        assert_eq!(skippable_prefix(&[0x48, 0x85, 0xff, 0x74, 0x10]), 3);
+        assert_eq!(
+            skippable_prefix(&[0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x74, 0x10]),
+            7
+        );
+        // test without a following jump, a push, too short: entry.
+        assert_eq!(skippable_prefix(&[0x48, 0x85, 0xff, 0x55]), 0);
+        assert_eq!(skippable_prefix(&[0x41, 0x54, 0x55]), 0);
+        assert_eq!(skippable_prefix(&[0x48, 0x85]), 0);
     }
 
     #[test]

@@ -328,6 +328,45 @@ fn memleak_sampling_every_byte_matches_exact_and_svg_says_bytes() {
 }
 
 #[test]
+fn memleak_sampled_estimates_are_unbiased() {
+    require_root!();
+    let bin = build_c("leaks.c", "leaks", FP_FLAGS);
+    let mut target = Handshake::start(&bin, &["many"]);
+    let pid = target.pid();
+    // 20000 blocks of 100 bytes leaked (and as many freed), each byte
+    // sampled with probability 1/16384: about 122 samples, so the
+    // estimates have a relative standard deviation near 9%; 40% is more
+    // than four of them.
+    let rec = Recording::start(&[
+        "--probe",
+        "memleak",
+        "--sample-bytes",
+        "16k",
+        "-p",
+        &pid,
+        "-d",
+        "120s",
+        "--min-age",
+        "0",
+        "-o",
+        "-",
+    ]);
+    target.go();
+    let (stdout, err) = rec.stop();
+    let folded = parse_folded(&stdout);
+    let bytes = chain_weight(&folded, "main;run_many;leak_many") as f64;
+    let count = summary_count(&err, "main;run_many;leak_many") as f64;
+    assert!(
+        (bytes / 2_000_000.0 - 1.0).abs() < 0.4,
+        "estimated {bytes} leaked bytes, 2000000 true: {folded:#?}\n{err}"
+    );
+    assert!(
+        (count / 20_000.0 - 1.0).abs() < 0.4,
+        "estimated {count} leaked allocations, 20000 true\n{err}"
+    );
+}
+
+#[test]
 fn memleak_without_a_target_is_a_usage_error() {
     let out = run(&["record", "--probe", "memleak", "-d", "1s", "-o", "-"]);
     assert_eq!(out.status.code(), Some(2));
@@ -360,9 +399,10 @@ fn kmemleak_shows_held_kernel_memory_not_released() {
     let held = weight(&["__sys_socketpair_[k]"], &[]);
     let socks = weight(&["__sys_socketpair_[k]", "sk_alloc_[k]"], &[]);
     assert!(socks >= 128 * 512, "held sockets: {socks} bytes\n{err}");
-    // 1280 pipes created and closed: their objects were freed. What may
-    // stay is memory the kernel keeps for reuse (new slab pages, a grown
-    // file-descriptor table), not the pipes.
+    // 1280 pipes created and closed: their objects were freed (kept, they
+    // would hold several MB). What may stay is memory the kernel keeps for
+    // reuse (new slab pages, a grown file-descriptor table) and a few
+    // objects whose free RCU defers lazily (seconds), not the pipes.
     let released = weight(
         &["do_pipe2_[k]"],
         &[
@@ -372,7 +412,7 @@ fn kmemleak_shows_held_kernel_memory_not_released() {
         ],
     );
     assert!(
-        released * 50 < held,
+        released * 10 < held,
         "released pipes still hold {released} bytes (held sockets {held}): {folded:#?}"
     );
     // Kernel frames sit under the user frames of the target.

@@ -12,7 +12,9 @@
  *   wait (default): print "ready", wait for a line on stdin, work, print
  *        "done", then wait for stdin to close before exiting;
  *   cmd: work and exit at once (for `flameprobe record -- leaks cmd`);
- *   xthread: like wait, but one thread allocates and another frees. */
+ *   xthread: like wait, but one thread allocates and another frees;
+ *   many: like wait, but leaks MANY x 100 bytes through
+ *         main -> run_many -> leak_many (for sampling estimates). */
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
@@ -79,6 +81,16 @@ NOIPA void churn_once(int i)
 	free(pvalloc(n));
 	free(NULL);
 	sink += n;
+}
+
+#define MANY 20000
+
+NOIPA void leak_many(void) { free(malloc(100 + sink % 7)); keep[0] = malloc(100); }
+
+NOIPA void run_many(void)
+{
+	for (int i = 0; i < MANY; i++)
+		leak_many();
 }
 
 NOIPA void run_churn(void)
@@ -156,6 +168,8 @@ int main(int argc, char **argv)
 		pthread_mutex_unlock(&lock);
 		pthread_join(a, NULL);
 		pthread_join(b, NULL);
+	} else if (strcmp(mode, "many") == 0) {
+		run_many();
 	} else {
 		run_leaks();
 		run_churn();
