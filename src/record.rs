@@ -34,6 +34,84 @@ pub(crate) enum StopReason {
     TargetsExited,
 }
 
+/// How a recording went.
+pub(crate) struct Recording {
+    pub reason: StopReason,
+    /// Wall-clock time the recording started.
+    pub start_wall: SystemTime,
+    /// How long it ran.
+    pub recorded: Duration,
+    /// When it stopped (for the latency of writing the output).
+    pub stopped_at: Instant,
+}
+
+impl Recording {
+    /// Start time in nanoseconds since the Unix epoch (0 if before it).
+    pub fn start_unix_ns(&self) -> u64 {
+        self.start_wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    }
+
+    /// Tells the user why the recording stopped early (unless quiet).
+    pub fn report_stop(&self, config: &RecordConfig) {
+        if config.quiet {
+            return;
+        }
+        match self.reason {
+            StopReason::Signal => eprintln!("flameprobe: interrupted, writing what was recorded"),
+            StopReason::TargetsExited => eprintln!(
+                "flameprobe: {} exited after {:.1}s",
+                exit_subject(&config.target),
+                self.recorded.as_secs_f64()
+            ),
+            StopReason::Duration => {}
+        }
+    }
+}
+
+/// Runs the recording loop shared by every probe: `poll` delivers records
+/// for at most the given time, until the duration ends, a stop signal
+/// arrives or every target has exited; `status` is the progress message.
+pub(crate) fn record_until_stopped(
+    config: &RecordConfig,
+    mut command: Option<&mut LaunchedCommand>,
+    mut poll: impl FnMut(Duration),
+    mut status: impl FnMut() -> String,
+) -> Recording {
+    let start_wall = SystemTime::now();
+    let started = Instant::now();
+    let progress = progress_bar(config);
+    let reason = loop {
+        let elapsed = started.elapsed();
+        if signals::stop_requested() {
+            break StopReason::Signal;
+        }
+        if elapsed >= config.duration {
+            break StopReason::Duration;
+        }
+        if targets_gone(&config.target, command.as_deref_mut()) {
+            break StopReason::TargetsExited;
+        }
+        poll((config.duration - elapsed).min(Duration::from_millis(100)));
+        if let Some(pb) = &progress {
+            pb.set_position(elapsed.as_millis() as u64);
+            pb.set_message(status());
+        }
+    };
+    let recorded = started.elapsed();
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    Recording {
+        reason,
+        start_wall,
+        recorded,
+        stopped_at: Instant::now(),
+    }
+}
+
 /// Turns samples into raw stacks as they arrive.
 struct Collector {
     stacks: StackCollector,
@@ -138,69 +216,39 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         cmd.start()?;
     }
 
-    let start_wall = SystemTime::now();
-    let started = Instant::now();
-    let progress = progress_bar(config);
-    let reason = loop {
-        let elapsed = started.elapsed();
-        if signals::stop_requested() {
-            break StopReason::Signal;
-        }
-        if elapsed >= config.duration {
-            break StopReason::Duration;
-        }
-        if targets_gone(&config.target, command.as_mut()) {
-            break StopReason::TargetsExited;
-        }
-        let wait = (config.duration - elapsed).min(Duration::from_millis(100));
-        probe.poll(wait);
-        if let Some(pb) = &progress {
+    let rec = record_until_stopped(
+        config,
+        command.as_mut(),
+        |wait| probe.poll(wait),
+        || {
             let stats = probe.stats();
-            pb.set_position(elapsed.as_millis() as u64);
-            pb.set_message(format!("{} samples, {} lost", stats.samples, stats.lost));
-        }
-    };
-    let recorded = started.elapsed();
+            format!("{} samples, {} lost", stats.samples, stats.lost)
+        },
+    );
     probe.drain();
     let stats = probe.stats();
     let run_stats = probe.run_stats().filter(|_| stats_guard.is_some());
     drop(probe);
     drop(stats_guard);
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
 
     let collector = Rc::try_unwrap(collector)
         .map_err(|_| anyhow::anyhow!("sample collector still shared after detach"))?
         .into_inner();
-    if !config.quiet {
-        match reason {
-            StopReason::Signal => eprintln!("flameprobe: interrupted, writing what was recorded"),
-            StopReason::TargetsExited => eprintln!(
-                "flameprobe: {} exited after {:.1}s",
-                exit_subject(&config.target),
-                recorded.as_secs_f64()
-            ),
-            StopReason::Duration => {}
-        }
-    }
+    rec.report_stop(config);
     if collector.samples == 0 {
         bail!(
             "no samples were recorded from {} in {:.1}s: it did not run on a CPU \
              (idle or sleeping?); nothing written",
             config.target.describe(),
-            recorded.as_secs_f64()
+            rec.recorded.as_secs_f64()
         );
     }
 
     let period_ns = 1_000_000_000 / config.frequency;
     let meta = Meta {
         target: config.target.describe(),
-        start_unix_ns: start_wall
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-        duration_ns: recorded.as_nanos() as u64,
+        start_unix_ns: rec.start_unix_ns(),
+        duration_ns: rec.recorded.as_nanos() as u64,
         frequency: Some(config.frequency),
         lost: stats.lost,
         probe: "cpu".into(),
@@ -220,7 +268,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         .with_context(|| format!("writing {}", config.destination))?;
     log::info!(
         "output written {} ms after recording stopped",
-        (started.elapsed() - recorded).as_millis()
+        rec.stopped_at.elapsed().as_millis()
     );
     if !config.quiet {
         eprint!("{}", summary(&profile, config.format, &config.destination));
@@ -250,7 +298,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn exit_subject(target: &TargetSpec) -> &'static str {
+fn exit_subject(target: &TargetSpec) -> &'static str {
     match target {
         TargetSpec::Command(_) => "the command",
         TargetSpec::Pids(p) if p.len() > 1 => "all target processes",
@@ -258,7 +306,7 @@ pub(crate) fn exit_subject(target: &TargetSpec) -> &'static str {
     }
 }
 
-pub(crate) fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> bool {
+fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> bool {
     match (target, command) {
         (_, Some(cmd)) => cmd.try_wait().is_some(),
         (TargetSpec::Pids(pids), None) => !pids.iter().any(|&p| crate::proc::process_alive(p)),
@@ -266,7 +314,7 @@ pub(crate) fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCom
     }
 }
 
-pub(crate) fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
+fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
     if config.quiet || !std::io::stderr().is_terminal() {
         return None;
     }

@@ -12,11 +12,10 @@ use std::mem::MaybeUninit;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use super::{exit_subject, progress_bar, targets_gone, StopReason};
+use super::record_until_stopped;
 use crate::allocator;
 use crate::config::{ProbeKind, RecordConfig};
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
@@ -151,34 +150,20 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         cmd.start()?;
     }
 
-    let start_wall = SystemTime::now();
-    let started = Instant::now();
-    let progress = progress_bar(config);
-    let reason = loop {
-        let elapsed = started.elapsed();
-        if signals::stop_requested() {
-            break StopReason::Signal;
-        }
-        if elapsed >= config.duration {
-            break StopReason::Duration;
-        }
-        if targets_gone(&config.target, command.as_mut()) {
-            break StopReason::TargetsExited;
-        }
-        let wait = (config.duration - elapsed).min(Duration::from_millis(100));
-        probe.poll(wait);
-        if let Some(pb) = &progress {
+    let rec = record_until_stopped(
+        config,
+        command.as_mut(),
+        |wait| probe.poll(wait),
+        || {
             let s = probe.stats();
-            pb.set_position(elapsed.as_millis() as u64);
-            pb.set_message(format!(
+            format!(
                 "{} allocations, {} freed, {} lost",
                 s.allocs,
                 s.frees,
                 s.lost()
-            ));
-        }
-    };
-    let recorded = started.elapsed();
+            )
+        },
+    );
     // Stop recording, then read the state at this instant.
     probe.detach();
     let now = monotonic_ns();
@@ -186,23 +171,10 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     let stats = probe.stats();
     let outstanding = probe.outstanding()?;
     drop(probe);
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
     let book = Rc::try_unwrap(book)
         .map_err(|_| anyhow::anyhow!("stack collector still shared after detach"))?
         .into_inner();
-    if !config.quiet {
-        match reason {
-            StopReason::Signal => eprintln!("flameprobe: interrupted, writing what was recorded"),
-            StopReason::TargetsExited => eprintln!(
-                "flameprobe: {} exited after {:.1}s",
-                exit_subject(&config.target),
-                recorded.as_secs_f64()
-            ),
-            StopReason::Duration => {}
-        }
-    }
+    rec.report_stop(config);
 
     let min_age_ns = config.memleak.min_age.as_nanos() as u64;
     let totals = aggregate(
@@ -227,11 +199,8 @@ pub fn run(config: &RecordConfig) -> Result<()> {
 
     let meta = Meta {
         target: config.target.describe(),
-        start_unix_ns: start_wall
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-        duration_ns: recorded.as_nanos() as u64,
+        start_unix_ns: rec.start_unix_ns(),
+        duration_ns: rec.recorded.as_nanos() as u64,
         frequency: None,
         lost: stats.lost(),
         probe: config.probe.name().into(),
@@ -242,7 +211,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
                 "flameprobe: nothing outstanding: every allocation {} made during the {:.1}s \
                  recording (older than {:?}) was freed ({} allocations, {} frees, {} lost)",
                 config.target.describe(),
-                recorded.as_secs_f64(),
+                rec.recorded.as_secs_f64(),
                 config.memleak.min_age,
                 stats.allocs,
                 stats.frees,
