@@ -10,7 +10,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuild
 
 use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
-use super::setup::{ensure_tracefs, ProbeError};
+use super::setup::{add_target, ensure_tracefs, ProbeError};
 
 /// Largest user-stack copy the BPF program supports (bytes).
 pub const MAX_STACK_COPY: u32 = 64 * 1024;
@@ -163,10 +163,9 @@ impl<'obj> CpuProbe<'obj> {
         config: &CpuConfig,
         mut on_sample: impl FnMut(&CpuSample<'_>) + 'static,
     ) -> Result<Self, ProbeError> {
-        let load = |e: libbpf_rs::Error| ProbeError::Load(format!("{e:#}"));
-        let attach =
-            |what: &str, e: &dyn std::fmt::Display| ProbeError::Attach(format!("{what}: {e:#}"));
-        let mut open = ProfileSkelBuilder::default().open(storage).map_err(load)?;
+        let mut open = ProfileSkelBuilder::default()
+            .open(storage)
+            .map_err(ProbeError::load)?;
         {
             let rodata = open
                 .maps
@@ -185,12 +184,12 @@ impl<'obj> CpuProbe<'obj> {
         open.maps
             .events
             .set_max_entries(ring_buffer_bytes(config))
-            .map_err(load)?;
-        let skel = open.load().map_err(load)?;
+            .map_err(ProbeError::load)?;
+        let skel = open.load().map_err(ProbeError::load)?;
 
         if let Filter::Pids(pids) = &config.filter {
             for &pid in pids {
-                add_target(&skel, pid).map_err(|e| attach("target map", &e))?;
+                add_target(&skel.maps.targets, pid)?;
             }
         }
         let mut links = Vec::new();
@@ -200,18 +199,18 @@ impl<'obj> CpuProbe<'obj> {
                 skel.progs
                     .on_fork
                     .attach()
-                    .map_err(|e| attach("sched_process_fork tracepoint", &e))?,
+                    .map_err(|e| ProbeError::attach("sched_process_fork tracepoint", &e))?,
             );
         }
-        let cpus = perf::online_cpus().map_err(|e| attach("online CPUs", &e))?;
+        let cpus = perf::online_cpus().map_err(|e| ProbeError::attach("online CPUs", &e))?;
         for cpu in cpus {
             let fd = perf::open_cpu_clock(cpu, config.frequency)
-                .map_err(|e| attach(&format!("perf event on CPU {cpu}"), &e))?;
+                .map_err(|e| ProbeError::attach(&format!("perf event on CPU {cpu}"), &e))?;
             links.push(
                 skel.progs
                     .on_cpu_sample
                     .attach_perf_event(fd.as_raw_fd())
-                    .map_err(|e| attach("perf event program", &e))?,
+                    .map_err(|e| ProbeError::attach("perf event program", &e))?,
             );
             // The link owns the perf event now and closes it on detach.
             let _ = fd.into_raw_fd();
@@ -225,18 +224,13 @@ impl<'obj> CpuProbe<'obj> {
                 }
                 0
             })
-            .map_err(load)?;
-        let ring = builder.build().map_err(load)?;
+            .map_err(ProbeError::load)?;
+        let ring = builder.build().map_err(ProbeError::load)?;
         Ok(CpuProbe {
             skel,
             ring,
             _links: links,
         })
-    }
-
-    /// Adds a process to the targets (for `Filter::Pids`).
-    pub fn add_target(&self, pid: u32) -> Result<(), ProbeError> {
-        add_target(&self.skel, pid).map_err(|e| ProbeError::Attach(format!("target map: {e:#}")))
     }
 
     /// Delivers pending records, waiting up to `timeout` for the first one.
@@ -288,12 +282,6 @@ impl<'obj> CpuProbe<'obj> {
             copy_failed: read(types::stat_idx::STAT_COPY_FAILED),
         }
     }
-}
-
-fn add_target(skel: &ProfileSkel<'_>, pid: u32) -> libbpf_rs::Result<()> {
-    skel.maps
-        .targets
-        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
 }
 
 /// The copy size the BPF program gets: whole pages, at most MAX_STACK_COPY.

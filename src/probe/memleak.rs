@@ -15,7 +15,7 @@ use libbpf_rs::{
 
 use super::cpu::Filter;
 use super::memleak_skel::{types, MemleakSkel, MemleakSkelBuilder};
-use super::setup::{ensure_tracefs, ProbeError};
+use super::setup::{add_target, ensure_tracefs, ProbeError};
 use crate::allocator::{AllocFn, EntryPoint};
 use crate::process::FileKey;
 
@@ -142,10 +142,9 @@ impl<'obj> MemleakProbe<'obj> {
         config: &MemleakConfig,
         mut on_stack: impl FnMut(&StackRecord) + 'static,
     ) -> Result<Self, ProbeError> {
-        let load = |e: libbpf_rs::Error| ProbeError::Load(format!("{e:#}"));
-        let attach =
-            |what: &str, e: &dyn std::fmt::Display| ProbeError::Attach(format!("{what}: {e:#}"));
-        let mut open = MemleakSkelBuilder::default().open(storage).map_err(load)?;
+        let mut open = MemleakSkelBuilder::default()
+            .open(storage)
+            .map_err(ProbeError::load)?;
         {
             let rodata = open
                 .maps
@@ -163,7 +162,7 @@ impl<'obj> MemleakProbe<'obj> {
         open.maps
             .allocs
             .set_max_entries(config.max_outstanding.max(1024))
-            .map_err(load)?;
+            .map_err(ProbeError::load)?;
         let user = config.allocators == Allocators::User;
         {
             let p = &mut open.progs;
@@ -196,17 +195,17 @@ impl<'obj> MemleakProbe<'obj> {
                     "{e:#}; --probe memleak needs uprobe sessions (Linux 6.13 or later)"
                 ))
             } else {
-                load(e)
+                ProbeError::load(e)
             }
         })?;
 
         if config.sample_bytes > 0 {
             fill_sample_table(&skel, config.sample_bytes)
-                .map_err(|e| attach("sample table", &e))?;
+                .map_err(|e| ProbeError::attach("sample table", &e))?;
         }
         if let Filter::Pids(pids) = &config.filter {
             for &pid in pids {
-                add_target(&skel, pid).map_err(|e| attach("target map", &e))?;
+                add_target(&skel.maps.targets, pid)?;
             }
         }
         let mut links = Vec::new();
@@ -218,7 +217,7 @@ impl<'obj> MemleakProbe<'obj> {
                 skel.progs
                     .on_fork
                     .attach()
-                    .map_err(|e| attach("sched_process_fork tracepoint", &e))?,
+                    .map_err(|e| ProbeError::attach("sched_process_fork tracepoint", &e))?,
             );
         }
         if !user {
@@ -234,7 +233,7 @@ impl<'obj> MemleakProbe<'obj> {
             ] {
                 links.push(
                     prog.attach()
-                        .map_err(|e| attach(&format!("{name} tracepoint"), &e))?,
+                        .map_err(|e| ProbeError::attach(&format!("{name} tracepoint"), &e))?,
                 );
             }
         }
@@ -247,8 +246,8 @@ impl<'obj> MemleakProbe<'obj> {
                 }
                 0
             })
-            .map_err(load)?;
-        let ring = builder.build().map_err(load)?;
+            .map_err(ProbeError::load)?;
+        let ring = builder.build().map_err(ProbeError::load)?;
         Ok(MemleakProbe {
             skel,
             ring,
@@ -318,11 +317,6 @@ impl<'obj> MemleakProbe<'obj> {
             self.links.push(link);
         }
         Ok(true)
-    }
-
-    /// Adds a process to the targets (for `Filter::Pids`).
-    pub fn add_target(&self, pid: u32) -> Result<(), ProbeError> {
-        add_target(&self.skel, pid).map_err(|e| ProbeError::Attach(format!("target map: {e:#}")))
     }
 
     /// Processes in the target map (targets and, in command mode, their
@@ -410,12 +404,6 @@ impl<'obj> MemleakProbe<'obj> {
         }
         Ok(out)
     }
-}
-
-fn add_target(skel: &MemleakSkel<'_>, pid: u32) -> libbpf_rs::Result<()> {
-    skel.maps
-        .targets
-        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
 }
 
 /// Exponential variates with mean `mean` at evenly spaced quantiles: a

@@ -30,6 +30,26 @@ pub enum ProbeError {
     Attach(String),
 }
 
+impl ProbeError {
+    /// A libbpf error while opening or loading a program.
+    pub(crate) fn load(e: libbpf_rs::Error) -> Self {
+        ProbeError::Load(format!("{e:#}"))
+    }
+
+    /// An error while attaching `what`.
+    pub(crate) fn attach(what: &str, e: impl std::fmt::Display) -> Self {
+        ProbeError::Attach(format!("{what}: {e:#}"))
+    }
+}
+
+/// Adds a process to a program's `targets` map (tgid -> present), shared by
+/// every probe that filters by process in the kernel.
+pub(crate) fn add_target(targets: &dyn libbpf_rs::MapCore, pid: u32) -> Result<(), ProbeError> {
+    targets
+        .update(&pid.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
+        .map_err(|e| ProbeError::attach("target map", e))
+}
+
 /// Checks privileges and BTF before any BPF work, and routes libbpf's log.
 pub fn check_bpf_support() -> Result<(), ProbeError> {
     route_libbpf_log();
