@@ -10,15 +10,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Wake the reader once this much data waits in the ring buffer. */
-#define WAKEUP_BYTES (256 * 1024)
-
 /* Per-run settings, fixed between open and load. */
 const volatile __u32 filter_mode = FILTER_ALL;
 const volatile bool include_idle = false;
 const volatile bool follow_children = false;
 const volatile __u32 stack_copy_size = 0; /* multiple of STACK_COPY_PAGE, <= MAX_STACK_COPY */
 const volatile bool fp_user_stack = true;   /* walk user frame pointers */
+const volatile __u64 wakeup_bytes = 1 << 20; /* wake the reader once this much waits */
 
 /* Dummy instances so the skeleton's BTF carries the shared types for Rust. */
 struct sample_hdr _sample_hdr = {};
@@ -62,17 +60,18 @@ static __always_inline bool wanted(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
-/* Copy up to stack_copy_size bytes of user stack from sp: the rest of sp's
- * page, whole pages, then the remainder, so that a stack whose end is
- * closer than stack_copy_size still yields every readable byte. Sets
- * *ended when a read failed (the stack's mapping ended). Returns the
- * number of bytes copied. */
-static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, bool *ended)
+/* Copy up to `size` (<= stack_copy_size) bytes of user stack from sp: the
+ * rest of sp's page, whole pages, then the remainder, so that a stack whose
+ * end is closer than `size` still yields every readable byte. Sets *ended
+ * when a read failed (the stack's mapping ended). Returns the number of
+ * bytes copied. */
+static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, __u32 size, bool *ended)
 {
-	__u32 size = stack_copy_size;
 	__u32 off = STACK_COPY_PAGE - (sp & (STACK_COPY_PAGE - 1));
 
 	*ended = false;
+	if (size > MAX_STACK_COPY)
+		return 0;
 	if (off > size)
 		off = size;
 	if (bpf_probe_read_user(dst, off, (void *)sp)) {
@@ -80,7 +79,7 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, bool *ended)
 		return 0;
 	}
 	for (int i = 0; i < MAX_STACK_COPY / STACK_COPY_PAGE; i++) {
-		if (off > size - STACK_COPY_PAGE || off > MAX_STACK_COPY - STACK_COPY_PAGE)
+		if (off + STACK_COPY_PAGE > size || off > MAX_STACK_COPY - STACK_COPY_PAGE)
 			break;
 		if (bpf_probe_read_user(dst + off, STACK_COPY_PAGE, (void *)(sp + off))) {
 			*ended = true;
@@ -88,17 +87,27 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, bool *ended)
 		}
 		off += STACK_COPY_PAGE;
 	}
-	__u32 rest = size - off;
 	/* The record has a page of slack after the copy, so the verifier can
-	 * prove off + rest in bounds without relating the two. */
-	if (rest > 0 && rest < STACK_COPY_PAGE && off <= size) {
-		if (bpf_probe_read_user(dst + off, rest, (void *)(sp + off)))
+	 * prove off + rest in bounds once both are bounded on their own. */
+	__u64 rest = size > off ? size - off : 0;
+	__u64 at = off;
+	barrier_var(rest);
+	barrier_var(at);
+	rest &= STACK_COPY_PAGE - 1;
+	if (rest > 0 && at <= stack_copy_size) {
+		if (bpf_probe_read_user(dst + at, rest, (void *)(sp + at)))
 			*ended = true;
 		else
 			off += rest;
 	}
 	return off;
 }
+
+/* A frame-pointer walk is only worth starting when bp points into the
+ * stack just above sp: code built without frame pointers leaves arbitrary
+ * values in bp, and the kernel's walk would fault on them (a page fault
+ * per sample costs more than the rest of the sample). */
+#define MAX_FRAME_BYTES (8 << 20)
 
 SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
@@ -128,52 +137,74 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	s->flags = 0;
 	s->stack_copy_len = 0;
 	s->ip = s->sp = s->bp = 0;
+	s->kstack_len = 0;
+	s->ustack_len = 0;
 	bpf_get_current_comm(s->comm, sizeof(s->comm));
 	BPF_CORE_READ_STR_INTO(&s->proc_comm, task, group_leader, comm);
 
-	s->kstack_len = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
+	/* Interrupted in user mode: no kernel stack to walk, and the sampled
+	 * registers are the user registers (read straight from the context). */
+	/* (a full-width load: the context only allows 8-byte register reads) */
+	__u64 cs = *(volatile __u64 *)&ctx->regs.cs;
+	bool user_mode = (cs & 3) == 3;
+	if (!user_mode)
+		s->kstack_len = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
 
-	bool kthread = (task->flags & 0x00200000 /* PF_KTHREAD */) || !task->mm;
-	if (kthread) {
+	if ((task->flags & 0x00200000 /* PF_KTHREAD */) || !task->mm) {
 		s->flags |= SAMPLE_KERNEL_THREAD;
-		s->ustack_len = 0;
-	} else {
-		s->ustack_len = fp_user_stack
-			? bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK)
-			: 0;
-
-		struct pt_regs *regs = (struct pt_regs *)&ctx->regs;
-		__u64 ip = 0, sp = 0, bp = 0, cs = 0;
-		bpf_probe_read_kernel(&cs, sizeof(cs), &regs->cs);
-		if ((cs & 3) == 3) {
-			bpf_probe_read_kernel(&ip, sizeof(ip), &regs->ip);
-			bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp);
-			bpf_probe_read_kernel(&bp, sizeof(bp), &regs->bp);
-		} else {
-			struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
-			s->flags |= SAMPLE_IN_KERNEL;
-			ip = BPF_CORE_READ(uregs, ip);
-			sp = BPF_CORE_READ(uregs, sp);
-			bp = BPF_CORE_READ(uregs, bp);
-		}
-		s->ip = ip;
-		s->sp = sp;
-		s->bp = bp;
-		s->flags |= SAMPLE_USER_REGS;
-		if (stack_copy_size && sp) {
-			bool ended;
-			s->stack_copy_len = copy_user_stack((__u8 *)(s + 1), sp, &ended);
-			if (!s->stack_copy_len)
-				count(STAT_COPY_FAILED);
-			else if (ended)
-				s->flags |= SAMPLE_STACK_END;
-		}
+		goto submit;
 	}
 
-	/* Batched wake-ups: waking the reader costs more than the sample
-	 * itself; it is woken once a batch is waiting (and polls anyway). */
+	__u64 ip, sp, bp;
+	if (user_mode) {
+		ip = ctx->regs.ip;
+		sp = ctx->regs.sp;
+		bp = ctx->regs.bp;
+	} else {
+		struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
+		s->flags |= SAMPLE_IN_KERNEL;
+		ip = BPF_CORE_READ(uregs, ip);
+		sp = BPF_CORE_READ(uregs, sp);
+		bp = BPF_CORE_READ(uregs, bp);
+	}
+	s->ip = ip;
+	s->sp = sp;
+	s->bp = bp;
+	s->flags |= SAMPLE_USER_REGS;
+
+	if (fp_user_stack && bp >= sp && bp - sp < MAX_FRAME_BYTES)
+		s->ustack_len = bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK);
+	else if (fp_user_stack) {
+		s->ustack[0] = ip; /* what the kernel's walk would have found */
+		s->ustack_len = sizeof(__u64);
+	}
+
+	if (stack_copy_size && sp) {
+		/* The main thread's stack ends at the process's initial stack
+		 * pointer (argc): copying past it would only copy the
+		 * environment, and fault at the mapping's end. */
+		__u32 size = stack_copy_size;
+		bool at_end = false;
+		__u64 top = BPF_CORE_READ(task, mm, start_stack);
+		if (tid == tgid && top > sp && top - sp < size) {
+			size = top - sp + sizeof(__u64);
+			at_end = true;
+		}
+		bool ended;
+		s->stack_copy_len = copy_user_stack((__u8 *)(s + 1), sp, size, &ended);
+		if (!s->stack_copy_len)
+			count(STAT_COPY_FAILED);
+		else if (ended || at_end)
+			s->flags |= SAMPLE_STACK_END;
+	}
+
+submit:;
+	/* Batched wake-ups: waking the reader (an interrupt and a context
+	 * switch) costs more than the sample itself. The reader polls the
+	 * buffer every 100 ms anyway; it is only woken when the buffer fills
+	 * faster than that. */
 	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(s, queued >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(s, queued >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	return 0;
 }
 

@@ -166,6 +166,9 @@ impl<'obj> CpuProbe<'obj> {
         let mut open = ProfileSkelBuilder::default()
             .open(storage)
             .map_err(ProbeError::load)?;
+        // Half a second of samples fits; the reader drains it at least
+        // every 100 ms and is woken early only past a quarter of it.
+        let ring_bytes = ring_buffer_bytes(config);
         {
             let rodata = open
                 .maps
@@ -180,10 +183,11 @@ impl<'obj> CpuProbe<'obj> {
             rodata.follow_children = config.follow_children;
             rodata.stack_copy_size = stack_copy_size(config.stack_copy_size);
             rodata.fp_user_stack = config.fp_user_stack;
+            rodata.wakeup_bytes = u64::from(ring_bytes / 4);
         }
         open.maps
             .events
-            .set_max_entries(ring_buffer_bytes(config))
+            .set_max_entries(ring_bytes)
             .map_err(ProbeError::load)?;
         let skel = open.load().map_err(ProbeError::load)?;
 
