@@ -17,15 +17,9 @@ struct Captured {
     maps: String,
 }
 
-fn capture(flags: &[&str], name: &str) -> Captured {
-    let bin = build_c("selfdump.c", name, flags);
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(&bin)
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let regs = std::fs::read_to_string(dir.path().join("regs.txt")).unwrap();
+/// Reads a capture written by tests/targets/selfdump.c.
+fn load(dir: &std::path::Path, maps: String) -> Captured {
+    let regs = std::fs::read_to_string(dir.join("regs.txt")).unwrap();
     let f: Vec<u64> = regs
         .split_whitespace()
         .map(|v| u64::from_str_radix(v, 16).unwrap())
@@ -37,9 +31,31 @@ fn capture(flags: &[&str], name: &str) -> Captured {
             bp: f[2],
         },
         ends_in_copy: f[3] == 1,
-        stack: std::fs::read(dir.path().join("stack.bin")).unwrap(),
-        maps: std::fs::read_to_string(dir.path().join("maps.txt")).unwrap(),
+        stack: std::fs::read(dir.join("stack.bin")).unwrap(),
+        maps,
     }
+}
+
+/// Captures a sample now, from a freshly built selfdump.
+fn capture(flags: &[&str], name: &str) -> Captured {
+    let bin = build_c("selfdump.c", name, flags);
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(&bin)
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let maps = std::fs::read_to_string(dir.path().join("maps.txt")).unwrap();
+    load(dir.path(), maps)
+}
+
+/// The checked-in capture (tests/fixtures/unwind/README.md).
+fn fixture() -> Captured {
+    let dir = repo_root().join("tests/fixtures/unwind");
+    let maps = std::fs::read_to_string(dir.join("maps.txt"))
+        .unwrap()
+        .replace("@FIXTURE_DIR@", dir.to_str().unwrap());
+    load(&dir, maps)
 }
 
 /// Unwinds and symbolizes a captured sample; returns the folded stack.
@@ -87,6 +103,22 @@ fn dwarf_unwinds_captured_sample_without_frame_pointers() {
         stack.starts_with("_start;"),
         "down to the entry point: {stack}"
     );
+}
+
+#[test]
+fn dwarf_unwinds_checked_in_fixture() {
+    let c = fixture();
+    let (stack, truncated) = unwind(&c, UnwindMode::Dwarf, &c.stack);
+    assert!(!truncated, "{stack}");
+    // libc is not part of the fixture: the walk ends at main's caller.
+    let names: Vec<&str> = stack.split(';').collect();
+    let main = names.iter().position(|&n| n == "main").expect(&stack);
+    assert_eq!(
+        names[main..],
+        ["main", "level1", "level2", "level3", "capture"],
+        "{stack}"
+    );
+    assert!(main <= 1, "at most main's caller above main: {stack}");
 }
 
 #[test]
