@@ -21,6 +21,7 @@
 enum record_kind {
 	RECORD_CPU_SAMPLE = 1,
 	RECORD_STACK = 2,      /* memleak: struct stack_event */
+	RECORD_EXEC = 3,       /* memleak: struct exec_event */
 };
 
 /* How the in-kernel target filter decides. */
@@ -111,6 +112,11 @@ struct alloc_info {
 	__u64 stack_id;    /* hash of (pid, stacks), delivered once as a stack_event */
 };
 
+/* stack_event.flags */
+enum stack_flags {
+	STACK_CFI = 1 << 0,   /* user stack unwound with CFI rows */
+};
+
 /* A stack seen for the first time; sent through the ring buffer. */
 struct stack_event {
 	__u32 kind;        /* RECORD_STACK */
@@ -118,11 +124,22 @@ struct stack_event {
 	__u64 stack_id;
 	__s32 kstack_len;  /* bytes of kstack, or negative errno */
 	__s32 ustack_len;  /* bytes of ustack, or negative errno */
+	__u32 flags;       /* enum stack_flags */
+	__u32 pad;
 	char proc_comm[TASK_COMM_LEN];
 	__u64 kstack[FP_MAX_STACK_DEPTH];
-	/* ustack[0] is the allocator's return address (read at entry, where
-	 * the caller's frame is intact), the rest the frame-pointer chain. */
+	/* User return addresses, the allocator's caller first. With
+	 * STACK_CFI they come from the in-kernel CFI unwinder; otherwise
+	 * ustack[0] is the return address read at the allocator's entry and
+	 * the rest is the frame-pointer chain. */
 	__u64 ustack[FP_MAX_STACK_DEPTH];
+};
+
+/* A launched command reached its entry point and was stopped (SIGSTOP)
+ * so that user space can load its unwind tables before it runs on. */
+struct exec_event {
+	__u32 kind;        /* RECORD_EXEC */
+	__u32 pid;         /* tgid */
 };
 
 /* Per-thread state of the user allocator probes (task storage). */
@@ -145,6 +162,49 @@ enum memleak_stat {
 	MSTAT_STACK_LOST = 3,   /* new stack not delivered: ring buffer full */
 	MSTAT_NO_STATE = 4,     /* per-thread state unavailable: call not traced */
 	MSTAT_MAX = 8,
+};
+
+/* ---------------------------------------------------------------------
+ * In-kernel CFI unwinding (memleak's user stacks). User space compiles
+ * each binary's .eh_frame into rows sorted by address, one row per address
+ * range with the same rule; the BPF program finds a pc's module, searches
+ * its rows and applies the rule. Code without rows falls back to frame
+ * pointers.
+ * ------------------------------------------------------------------- */
+
+#define UNWIND_MAX_MODULES 64      /* binaries per process with rows */
+#define UNWIND_SEARCH_STEPS 24     /* binary-search steps: 16M rows */
+
+/* unwind_row.kind */
+enum unwind_kind {
+	UNWIND_NONE = 0,      /* no CFI for this range: try frame pointers */
+	UNWIND_STOP = 1,      /* outermost frame (return address undefined) */
+	UNWIND_CFA_RSP = 2,   /* CFA = rsp + cfa_off */
+	UNWIND_CFA_RBP = 3,   /* CFA = rbp + cfa_off */
+};
+
+struct unwind_row {
+	__u32 pc;          /* first address of the range, relative to the binary's load bias */
+	__s32 cfa_off;
+	__s16 rbp_off;     /* rbp saved at CFA + rbp_off; 0: rbp unchanged */
+	__u8 kind;         /* enum unwind_kind */
+	__u8 pad;
+};
+
+/* A binary mapped by a process, and its rows in the `unwind_rows` array. */
+struct unwind_module {
+	__u64 start;       /* address range of its mappings */
+	__u64 end;
+	__u64 bias;        /* load address minus link-time address */
+	__u32 first;       /* index of its first row */
+	__u32 count;
+};
+
+/* The binaries of one process, sorted by start (`unwind_procs` map). */
+struct unwind_proc {
+	__u32 count;
+	__u32 pad;
+	struct unwind_module mods[UNWIND_MAX_MODULES];
 };
 
 #endif /* FLAMEPROBE_H */

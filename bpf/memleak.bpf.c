@@ -34,6 +34,11 @@ enum memleak_stat _memleak_stat = 0;
 struct alloc_key _alloc_key = {};
 struct alloc_info _alloc_info = {};
 struct stack_event _stack_event = {};
+struct exec_event _exec_event = {};
+struct unwind_row _unwind_row = {};
+struct unwind_proc _unwind_proc = {};
+enum unwind_kind _unwind_kind = 0;
+enum stack_flags _stack_flags = 0;
 
 extern bool bpf_session_is_return(void) __ksym __weak;
 
@@ -72,6 +77,22 @@ struct {
 	__type(key, int);
 	__type(value, struct alloc_thread);
 } threads SEC(".maps");
+
+/* CFI rows of every binary with unwind tables, filled by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* resized from user space */
+	__type(key, __u32);
+	__type(value, struct unwind_row);
+} unwind_rows SEC(".maps");
+
+/* Per target process: its binaries and their rows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);   /* tgid */
+	__type(value, struct unwind_proc);
+} unwind_procs SEC(".maps");
 
 /* Exponential variates with mean `sample_bytes`, filled by user space. */
 struct {
@@ -179,6 +200,96 @@ static __always_inline void forget(__u32 tgid, __u32 space, __u64 addr)
 }
 
 /* ------------------------------------------------------------------ */
+/* User stacks: CFI unwinding in the kernel                            */
+/* ------------------------------------------------------------------ */
+
+/* A frame-pointer step is only tried when bp points into the stack just
+ * above sp (code without frame pointers leaves arbitrary values in bp). */
+#define MAX_FRAME_BYTES (8 << 20)
+
+/* The unwind row covering `pc` in process `p`, or NULL where nothing is
+ * known (no module, or an address before the module's first row). */
+static __always_inline struct unwind_row *find_row(struct unwind_proc *p, __u64 pc)
+{
+	__u64 bias = 0;
+	__u32 first = 0, count = 0;
+	for (int i = 0; i < UNWIND_MAX_MODULES; i++) {
+		if (i >= p->count)
+			break;
+		struct unwind_module *m = &p->mods[i];
+		if (pc >= m->start && pc < m->end) {
+			bias = m->bias;
+			first = m->first;
+			count = m->count;
+			break;
+		}
+	}
+	if (!count)
+		return NULL;
+	__u64 rel = pc - bias;
+	if (rel > 0xffffffffULL)
+		return NULL;
+	/* The last row whose pc <= rel. */
+	__u32 lo = first, hi = first + count;
+	for (int i = 0; i < UNWIND_SEARCH_STEPS; i++) {
+		if (hi - lo <= 1)
+			break;
+		__u32 mid = lo + (hi - lo) / 2;
+		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
+		if (!r)
+			return NULL;
+		if (r->pc <= rel)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &lo);
+	if (!r || r->pc > rel)
+		return NULL;
+	return r;
+}
+
+/* Unwinds the user stack at an allocator's entry with the CFI rows of the
+ * process's binaries (frame pointers where a binary has none), storing the
+ * return addresses, the allocator's caller first, in ev->ustack. */
+static __always_inline void unwind_user(struct pt_regs *ctx, struct unwind_proc *proc,
+					struct stack_event *ev)
+{
+	__u64 pc = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), bp = PT_REGS_FP(ctx);
+	__u32 n = 0;
+	int i;
+
+	bpf_for(i, 0, FP_MAX_STACK_DEPTH) {
+		/* A return address points after its call: look up the call. */
+		struct unwind_row *r = find_row(proc, i == 0 ? pc : pc - 1);
+		__u64 cfa, ra = 0;
+		if (r && r->kind == UNWIND_STOP)
+			break;
+		if (r && (r->kind == UNWIND_CFA_RSP || r->kind == UNWIND_CFA_RBP)) {
+			cfa = (r->kind == UNWIND_CFA_RSP ? sp : bp) + (__s64)r->cfa_off;
+			if (r->rbp_off &&
+			    bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->rbp_off)))
+				break;
+		} else {
+			/* No CFI (JIT code, a binary without tables). */
+			if (bp < sp || bp - sp > MAX_FRAME_BYTES)
+				break;
+			cfa = bp + 16;
+			if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa - 16)))
+				break;
+		}
+		if (cfa <= sp || bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) ||
+		    ra < 0x1000)
+			break;
+		ev->ustack[i] = ra;
+		n = i + 1;
+		pc = ra;
+		sp = cfa;
+	}
+	ev->ustack_len = n * sizeof(__u64);
+}
+
+/* ------------------------------------------------------------------ */
 /* User-space allocators                                               */
 /* ------------------------------------------------------------------ */
 
@@ -230,14 +341,23 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 si
 		struct stack_event *ev = &st->scratch;
 		ev->pid = tgid;
 		ev->kstack_len = 0;
-		ev->ustack_len = bpf_get_stack(ctx, ev->ustack, sizeof(ev->ustack), BPF_F_USER_STACK);
-		/* At entry the first frame is the allocator itself and the
-		 * frame-pointer chain starts at the caller's caller; the
-		 * return address at [sp] is the caller. */
-		if (ev->ustack_len >= 8) {
-			__u64 ret = 0;
-			bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
-			ev->ustack[0] = ret;
+		ev->flags = 0;
+		struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
+		if (proc) {
+			unwind_user(ctx, proc, ev);
+			ev->flags = STACK_CFI;
+		} else {
+			/* No unwind tables (yet): frame pointers. At entry the
+			 * first frame is the allocator itself and the chain
+			 * starts at the caller's caller; the return address at
+			 * [sp] is the caller. */
+			ev->ustack_len = bpf_get_stack(ctx, ev->ustack, sizeof(ev->ustack),
+						       BPF_F_USER_STACK);
+			if (ev->ustack_len >= 8) {
+				__u64 ret = 0;
+				bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
+				ev->ustack[0] = ret;
+			}
 		}
 		stack = publish_stack(ev);
 	}
@@ -318,6 +438,21 @@ int on_free(struct pt_regs *ctx)
 	return 0;
 }
 
+/* `-- CMD` mode: the command's executable reached its entry point (its
+ * libraries are mapped now). Stop it and tell user space, which loads the
+ * unwind tables of what it maps and lets it continue (SIGCONT). */
+SEC("uprobe")
+int on_entry(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!wanted(tgid))
+		return 0;
+	struct exec_event ev = { .kind = RECORD_EXEC, .pid = tgid };
+	if (bpf_ringbuf_output(&stacks, &ev, sizeof(ev), BPF_RB_FORCE_WAKEUP) == 0)
+		bpf_send_signal(19 /* SIGSTOP */);
+	return 0;
+}
+
 /* Follow children of target processes (`-- CMD` mode). */
 SEC("tracepoint/sched/sched_process_fork")
 int on_fork(struct trace_event_raw_sched_process_fork *ctx)
@@ -347,6 +482,7 @@ static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u
 	if (!ev)
 		return;
 	ev->pid = tgid;
+	ev->flags = 0;
 	ev->kstack_len = bpf_get_stack(ctx, ev->kstack, sizeof(ev->kstack), 0);
 	ev->ustack_len = 0;
 	if (kernel_user_stacks && tgid) {

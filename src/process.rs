@@ -110,12 +110,19 @@ impl ProcessTable {
     pub fn find(&mut self, pid: u32, addr: u64) -> Option<&Mapping> {
         let known = self.get(pid).find(addr).is_some();
         if !known && proc::process_alive(pid) {
-            let info = self.snapshot(pid);
-            if !info.unavailable {
-                self.procs.insert(pid, info);
-            }
+            self.refresh(pid);
         }
         self.procs.get(&pid).and_then(|p| p.find(addr))
+    }
+
+    /// Re-reads the maps of `pid` (a library loaded, an exec); keeps the
+    /// previous snapshot when the process can no longer be read.
+    pub fn refresh(&mut self, pid: u32) -> &ProcessInfo {
+        let info = self.snapshot(pid);
+        if !info.unavailable || !self.procs.contains_key(&pid) {
+            self.procs.insert(pid, info);
+        }
+        &self.procs[&pid]
     }
 
     /// Every known process (including those that have exited since).

@@ -282,20 +282,25 @@ pub fn run(config: &RecordConfig) -> Result<()> {
             );
         }
     }
-    if config.report {
-        let opts = ReportOptions::default();
-        let text = report::render_text(&profile, &report::build(&profile, &opts), &opts);
-        // Stdout carries the profile when it goes there: report on stderr.
-        if config.destination == Destination::Stdout {
-            eprint!("{text}");
-        } else {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .context("writing the report to standard output")?;
-        }
+    print_report(&profile, config)
+}
+
+/// `--report`: the top-functions report of the recorded profile, on
+/// stdout, or on stderr when stdout carries the profile.
+fn print_report(profile: &Profile, config: &RecordConfig) -> Result<()> {
+    if !config.report {
+        return Ok(());
     }
-    Ok(())
+    let opts = ReportOptions::default();
+    let text = report::render_text(profile, &report::build(profile, &opts), &opts);
+    if config.destination == Destination::Stdout {
+        eprint!("{text}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the report to standard output")
 }
 
 fn exit_subject(target: &TargetSpec) -> &'static str {

@@ -18,6 +18,11 @@ use super::memleak_skel::{types, MemleakSkel, MemleakSkelBuilder};
 use super::setup::{add_target, ensure_tracefs, ProbeError};
 use crate::allocator::{AllocFn, EntryPoint};
 use crate::process::FileKey;
+use crate::unwind::table::{ModuleRows, Row, Rule};
+
+/// Capacity of the shared unwind-row array (12 bytes each; glibc needs
+/// about 20 000 rows).
+pub const UNWIND_ROWS: u32 = 1 << 20;
 
 /// Entries in the exponential table for sampling (`SAMPLE_TABLE_SIZE`).
 const SAMPLE_TABLE_SIZE: u32 = 4096;
@@ -42,6 +47,26 @@ pub struct MemleakConfig {
     pub sample_bytes: u64,
     /// Most outstanding allocations kept at once.
     pub max_outstanding: u32,
+}
+
+/// What the memleak program reports through its ring buffer.
+pub enum MemleakEvent {
+    /// A stack seen for the first time.
+    Stack(Box<StackRecord>),
+    /// A launched command reached its entry point and stopped itself
+    /// (`attach_entry`); it waits for SIGCONT.
+    Stopped(u32),
+}
+
+impl MemleakEvent {
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let kind = u32::from_ne_bytes(data.get(..4)?.try_into().ok()?);
+        if kind == types::record_kind::RECORD_EXEC.0 {
+            let pid = u32::from_ne_bytes(data.get(4..8)?.try_into().ok()?);
+            return Some(MemleakEvent::Stopped(pid));
+        }
+        StackRecord::parse(data).map(|r| MemleakEvent::Stack(Box::new(r)))
+    }
 }
 
 /// A stack delivered by the BPF program the first time it was seen.
@@ -85,6 +110,11 @@ impl StackRecord {
     /// User return addresses, leaf (the allocator's caller) first.
     pub fn user_stack(&self) -> &[u64] {
         slice(&self.ev.ustack, self.ev.ustack_len)
+    }
+    /// Whether the user stack was unwound with CFI rows in the kernel
+    /// (rather than read from frame pointers).
+    pub fn unwound_with_cfi(&self) -> bool {
+        self.ev.flags & types::stack_flags::STACK_CFI.0 != 0
     }
 }
 
@@ -136,11 +166,11 @@ pub struct MemleakProbe<'obj> {
 
 impl<'obj> MemleakProbe<'obj> {
     /// Loads the programs; in kernel mode also attaches the tracepoints.
-    /// `on_stack` receives every new stack.
+    /// `on_event` receives every new stack and stopped command.
     pub fn attach(
         storage: &'obj mut MaybeUninit<OpenObject>,
         config: &MemleakConfig,
-        mut on_stack: impl FnMut(&StackRecord) + 'static,
+        mut on_event: impl FnMut(MemleakEvent) + 'static,
     ) -> Result<Self, ProbeError> {
         let mut open = MemleakSkelBuilder::default()
             .open(storage)
@@ -164,6 +194,10 @@ impl<'obj> MemleakProbe<'obj> {
             .set_max_entries(config.max_outstanding.max(1024))
             .map_err(ProbeError::load)?;
         let user = config.allocators == Allocators::User;
+        open.maps
+            .unwind_rows
+            .set_max_entries(if user { UNWIND_ROWS } else { 1 })
+            .map_err(ProbeError::load)?;
         {
             let p = &mut open.progs;
             for prog in [
@@ -174,6 +208,7 @@ impl<'obj> MemleakProbe<'obj> {
                 &mut p.on_posix_memalign,
                 &mut p.on_memalign,
                 &mut p.on_free,
+                &mut p.on_entry,
             ] {
                 prog.set_autoload(user);
             }
@@ -241,8 +276,8 @@ impl<'obj> MemleakProbe<'obj> {
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&skel.maps.stacks, move |data: &[u8]| {
-                if let Some(rec) = StackRecord::parse(data) {
-                    on_stack(&rec);
+                if let Some(ev) = MemleakEvent::parse(data) {
+                    on_event(ev);
                 }
                 0
             })
@@ -254,6 +289,77 @@ impl<'obj> MemleakProbe<'obj> {
             links,
             attached: HashSet::new(),
         })
+    }
+
+    /// Stops processes that reach `offset` of the executable at `path`
+    /// (a launched command's entry point), reporting them as
+    /// `MemleakEvent::Stopped`.
+    pub fn attach_entry(&mut self, path: &Path, offset: u64) -> Result<(), ProbeError> {
+        let link = self
+            .skel
+            .progs
+            .on_entry
+            .attach_uprobe(false, -1, path, offset as usize)
+            .map_err(|e| {
+                ProbeError::Attach(format!("uprobe on the entry of {}: {e:#}", path.display()))
+            })?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    /// Stores unwind rows at `first..first + rows.len()` of the shared array.
+    pub fn load_unwind_rows(&self, first: u32, rows: &[Row]) -> Result<(), ProbeError> {
+        let map = &self.skel.maps.unwind_rows;
+        let mut keys = Vec::with_capacity(rows.len() * 4);
+        let mut values = Vec::with_capacity(rows.len() * std::mem::size_of::<types::unwind_row>());
+        for (i, row) in rows.iter().enumerate() {
+            keys.extend_from_slice(&(first + i as u32).to_ne_bytes());
+            let (kind, cfa_off, rbp_off) = match row.rule {
+                Rule::None => (types::unwind_kind::UNWIND_NONE, 0, 0),
+                Rule::Stop => (types::unwind_kind::UNWIND_STOP, 0, 0),
+                Rule::Rsp { cfa, rbp } => (types::unwind_kind::UNWIND_CFA_RSP, cfa, rbp),
+                Rule::Rbp { cfa, rbp } => (types::unwind_kind::UNWIND_CFA_RBP, cfa, rbp),
+            };
+            let v = types::unwind_row {
+                pc: row.pc,
+                cfa_off,
+                rbp_off,
+                kind: kind.0 as u8,
+                ..Default::default()
+            };
+            values.extend_from_slice(pod_bytes(&v));
+        }
+        map.update_batch(
+            &keys,
+            &values,
+            rows.len() as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .map_err(|e| ProbeError::attach("unwind rows", &e))
+    }
+
+    /// Tells the BPF program which binaries `pid` maps, for unwinding its
+    /// stacks with their rows (at most `UNWIND_MAX_MODULES`, the rest fall
+    /// back to frame pointers).
+    pub fn set_unwind_modules(&self, pid: u32, modules: &[ModuleRows]) -> Result<(), ProbeError> {
+        let mut proc_ = types::unwind_proc::default();
+        let n = modules.len().min(proc_.mods.len());
+        for (slot, m) in proc_.mods.iter_mut().zip(&modules[..n]) {
+            *slot = types::unwind_module {
+                start: m.start,
+                end: m.end,
+                bias: m.bias,
+                first: m.first,
+                count: m.count,
+            };
+        }
+        proc_.count = n as u32;
+        self.skel
+            .maps
+            .unwind_procs
+            .update(&pid.to_ne_bytes(), pod_bytes(&proc_), MapFlags::ANY)
+            .map_err(|e| ProbeError::attach("unwind modules", &e))
     }
 
     /// Probes the allocator entry points of one binary, reached through
@@ -440,6 +546,13 @@ pub fn unsample(size: u64, mean: u64) -> (f64, f64) {
         return (0.0, 0.0);
     }
     (size as f64 / p, 1.0 / p)
+}
+
+/// The bytes of a value of a skeleton-generated type, for a map update.
+fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: the skeleton's types are #[repr(C)] plain data whose padding
+    // is spelled out as explicit fields, so every byte is initialized.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 #[cfg(test)]

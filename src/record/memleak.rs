@@ -15,14 +15,15 @@ use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 
-use super::record_until_stopped;
+use super::{print_report, record_until_stopped};
 use crate::allocator;
 use crate::config::{ProbeKind, RecordConfig};
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::check_bpf_support;
 use crate::probe::cpu::Filter;
 use crate::probe::memleak::{
-    unsample, Allocators, MemleakConfig, MemleakProbe, MemleakStats, Outstanding, StackRecord,
+    unsample, Allocators, MemleakConfig, MemleakEvent, MemleakProbe, MemleakStats, Outstanding,
+    StackRecord, UNWIND_ROWS,
 };
 use crate::process::{FileKey, ProcessTable};
 use crate::profile::{FrameNameOptions, Labels, Meta, Profile, Unit};
@@ -30,6 +31,7 @@ use crate::signals;
 use crate::stacks::{RawStack, StackCollector};
 use crate::symbolize::Symbolizer;
 use crate::target::{LaunchedCommand, TargetSpec};
+use crate::unwind::table::CfiTables;
 
 /// Most outstanding allocations tracked at once.
 const MAX_OUTSTANDING: u32 = 1 << 20;
@@ -44,6 +46,9 @@ const SUMMARY_STACKS: usize = 10;
 struct StackBook {
     stacks: StackCollector,
     resolved: HashMap<u64, RawStack>,
+    /// Launched commands stopped at their entry point, waiting for their
+    /// unwind tables.
+    stopped: Vec<u32>,
 }
 
 impl StackBook {
@@ -59,7 +64,7 @@ impl StackBook {
         // uprobe: its first frame is a return address too. Kernels that
         // add the caller at a function-entry uprobe themselves repeat it.
         if rec.kernel_stack().is_empty() {
-            if addrs.len() >= 2 && addrs[0] == addrs[1] {
+            if !rec.unwound_with_cfi() && addrs.len() >= 2 && addrs[0] == addrs[1] {
                 addrs.remove(0);
             }
             if let Some(first) = addrs.first_mut() {
@@ -127,21 +132,34 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     let book = Rc::new(RefCell::new(StackBook {
         stacks: StackCollector::new(),
         resolved: HashMap::new(),
+        stopped: Vec::new(),
     }));
     let sink = book.clone();
     let mut storage = MaybeUninit::uninit();
-    let mut probe = MemleakProbe::attach(&mut storage, &probe_config, move |rec| {
-        sink.borrow_mut().on_stack(rec)
+    let mut probe = MemleakProbe::attach(&mut storage, &probe_config, move |ev| match ev {
+        MemleakEvent::Stack(rec) => sink.borrow_mut().on_stack(&rec),
+        MemleakEvent::Stopped(pid) => sink.borrow_mut().stopped.push(pid),
     })?;
+    let mut unwind = UnwindSync::new();
     if !kernel {
         match &config.target {
             TargetSpec::Pids(pids) => {
                 for &pid in pids {
                     let mut b = book.borrow_mut();
                     attach_process(&mut probe, &mut b.stacks.table, pid)?;
+                    unwind.sync(&probe, &mut b.stacks.table, pid);
+                    unwind.pids.push(pid);
                 }
             }
-            TargetSpec::Command(argv) => attach_command(&mut probe, &argv[0])?,
+            TargetSpec::Command(argv) => {
+                attach_command(&mut probe, &argv[0])?;
+                // Its tables are loaded when it reaches its entry point,
+                // where it stops until they are (or at the next poll).
+                stop_at_entry(&mut probe, &argv[0]);
+                unwind
+                    .pids
+                    .extend(command.as_ref().map(LaunchedCommand::pid));
+            }
             TargetSpec::System => bail!("--probe memleak needs --pid or a command"),
         }
     }
@@ -153,7 +171,17 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     let rec = record_until_stopped(
         config,
         command.as_mut(),
-        |wait| probe.poll(wait),
+        |wait| {
+            probe.poll(wait);
+            let mut b = book.borrow_mut();
+            for pid in unwind.pids.clone() {
+                unwind.sync(&probe, &mut b.stacks.table, pid);
+            }
+            for pid in std::mem::take(&mut b.stopped) {
+                unwind.sync(&probe, &mut b.stacks.table, pid);
+                resume(pid);
+            }
+        },
         || {
             let s = probe.stats();
             format!(
@@ -168,6 +196,10 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     probe.detach();
     let now = monotonic_ns();
     probe.drain();
+    // Never leave a command stopped at its entry point behind.
+    for pid in std::mem::take(&mut book.borrow_mut().stopped) {
+        resume(pid);
+    }
     let stats = probe.stats();
     let outstanding = probe.outstanding()?;
     drop(probe);
@@ -238,7 +270,85 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     if !config.quiet && !profile.stacks.is_empty() {
         eprint!("{}", summary(&profile, &stats, &config.destination));
     }
-    Ok(())
+    print_report(&profile, config)
+}
+
+/// Keeps the in-kernel unwinder's tables in step with the target
+/// processes: the CFI rows of every binary they map, reloaded when their
+/// maps change (a library loaded, the launched command's exec). Processes
+/// (or children) without tables get frame-pointer stacks.
+struct UnwindSync {
+    tables: CfiTables,
+    pids: Vec<u32>,
+    /// The maps each pid had when its tables were last loaded.
+    maps: HashMap<u32, String>,
+}
+
+impl UnwindSync {
+    fn new() -> Self {
+        UnwindSync {
+            tables: CfiTables::new(UNWIND_ROWS),
+            pids: Vec::new(),
+            maps: HashMap::new(),
+        }
+    }
+
+    fn sync(&mut self, probe: &MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) {
+        let Ok(maps) = std::fs::read_to_string(crate::proc::proc_path(pid, "maps")) else {
+            return; // exited: its stacks are complete already
+        };
+        if self.maps.get(&pid) == Some(&maps) || still_our_image(pid) {
+            return;
+        }
+        let info = table.refresh(pid);
+        if info.unavailable {
+            return;
+        }
+        let loaded = self
+            .tables
+            .modules(info, |first, rows| probe.load_unwind_rows(first, rows))
+            .and_then(|modules| probe.set_unwind_modules(pid, &modules));
+        match loaded {
+            Ok(()) => {
+                self.maps.insert(pid, maps);
+            }
+            Err(e) => log::warn!("pid {pid}: unwind tables not loaded ({e}); frame-pointer stacks"),
+        }
+    }
+}
+
+/// Makes a launched command stop at its executable's entry point, so that
+/// its unwind tables are loaded before its own code runs. Without it (no
+/// ELF executable found) they are loaded at the next poll instead.
+fn stop_at_entry(probe: &mut MemleakProbe<'_>, program: &std::ffi::OsStr) {
+    let Some(exe) = allocator::command_binaries(program).executable else {
+        return;
+    };
+    let entry = File::open(&exe)
+        .map_err(|e| e.to_string())
+        .and_then(|f| allocator::program_entry(&f));
+    match entry {
+        Ok(offset) => {
+            if let Err(e) = probe.attach_entry(&exe, offset) {
+                log::info!("{e}; unwind tables are loaded at the first poll");
+            }
+        }
+        Err(e) => log::info!("{}: {e}", exe.display()),
+    }
+}
+
+/// Lets a process stopped at its entry point run on.
+fn resume(pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGCONT);
+}
+
+/// Whether `pid` still runs flameprobe's own image (a launched command
+/// that has not exec'd yet).
+fn still_our_image(pid: u32) -> bool {
+    let theirs = std::fs::metadata(crate::proc::proc_path(pid, "exe")).map(|m| file_key(&m));
+    let ours = std::fs::metadata("/proc/self/exe").map(|m| file_key(&m));
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Bytes and allocations per stack id, leaving out allocations younger than

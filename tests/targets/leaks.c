@@ -7,6 +7,8 @@
  *   main -> run_leaks -> leak_realloc                1 x 300 bytes (realloc 4096 -> 300)
  *   main -> run_leaks -> leak_posix_memalign         1 x 777 bytes (posix_memalign)
  *   main -> run_leaks -> leak_aligned_alloc          2 x 512 bytes (aligned_alloc)
+ *   main -> run_leaks -> leak_strdup -> strdup       1 x 64 bytes (malloc inside libc's
+ *                                                    strdup, which has no frame pointer)
  *
  * Usage: leaks [wait|cmd|xthread]
  *   wait (default): print "ready", wait for a line on stdin, work, print
@@ -46,6 +48,11 @@ NOIPA void leak_posix_memalign(void)
 		keep[nkeep++] = p;
 }
 NOIPA void leak_aligned_alloc(void) { keep[nkeep++] = aligned_alloc(256, 512); }
+NOIPA void leak_strdup(void)
+{
+	/* 63 characters and the terminating NUL. */
+	keep[nkeep++] = strdup("leaked through strdup, whose caller must not be lost: 63 chars.");
+}
 
 NOIPA void run_leaks(void)
 {
@@ -55,8 +62,10 @@ NOIPA void run_leaks(void)
 		leak_calloc();
 	leak_realloc();
 	leak_posix_memalign();
+	leak_strdup();
 	for (int i = 0; i < 2; i++)
 		leak_aligned_alloc();
+	sink++; /* no tail call: run_leaks stays on the stack */
 }
 
 NOIPA void churn_once(int i)
