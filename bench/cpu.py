@@ -12,6 +12,7 @@ the time from the end of recording to the output being written.
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,7 @@ WORK = os.path.join(ROOT, "target/bench/workload")
 QUICK = "--quick" in sys.argv
 SECS = 4 if QUICK else 8
 ROUNDS = 2 if QUICK else 5
+HAVE_BPFTRACE = shutil.which("bpftrace") is not None and shutil.which("bpftool") is not None
 
 
 def workload(profiler):
@@ -55,6 +57,39 @@ def perf(hz):
              "-o", tempfile.mktemp(prefix="perf-", suffix=".data")],
             stderr=subprocess.DEVNULL)
     return start
+
+
+def bpftrace(hz):
+    """The bpftrace equivalent of bcc's `profile`: kernel+user stacks counted
+    in BPF maps (frame pointers only)."""
+    def start(pid):
+        return subprocess.Popen(
+            ["taskset", "-c", "0", "bpftrace", "-e",
+             f"profile:hz:{hz} /pid == {pid}/ {{ @[kstack, ustack] = count(); }}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start
+
+
+def bpftrace_cost(hz):
+    """bpftrace's BPF cost per run (kernel run-time statistics, read with
+    bpftool while it records the workload)."""
+    import json
+    w = subprocess.Popen(["taskset", "-c", "1", WORK, "5"], stdout=subprocess.DEVNULL)
+    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+    try:
+        p = bpftrace(hz)(w.pid)
+        time.sleep(4)
+        progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True,
+                                          text=True, check=True).stdout)
+        p.send_signal(2)
+        p.wait()
+    finally:
+        subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
+    w.wait()
+    runs = [(q.get("run_cnt", 0), q.get("run_time_ns", 0)) for q in progs
+            if q.get("type") == "perf_event" and q.get("name") != "on_cpu_sample"]
+    cnt, ns = sum(r[0] for r in runs), sum(r[1] for r in runs)
+    return f"{ns // cnt} ns" if cnt else "?"
 
 
 def bpf_cost(unwind, hz):
@@ -90,6 +125,8 @@ def main():
                     (f"flameprobe --unwind dwarf, {hz} Hz", flameprobe("dwarf", hz)),
                     (f"flameprobe --unwind auto, {hz} Hz", flameprobe("auto", hz)),
                     (f"perf record -g, {hz} Hz", perf(hz))]
+        if HAVE_BPFTRACE:
+            configs.append((f"bpftrace profile (kernel+user stacks), {hz} Hz", bpftrace(hz)))
     base, results = [], {name: [] for name, _ in configs}
     for r in range(ROUNDS):
         for name, prof in configs:
@@ -101,9 +138,12 @@ def main():
     for name, _ in configs:
         ratio = statistics.median(results[name]) / b
         lines.append(f"| {name} | {ratio:.4f} | {100 * (1 - ratio):.2f}% |")
-    cost = ["| unwind | 99 Hz | 999 Hz |", "|---|---|---|"]
+    cost = ["| program | 99 Hz | 999 Hz |", "|---|---|---|"]
     for unwind in ("fp", "dwarf", "auto"):
-        cost.append(f"| {unwind} | {bpf_cost(unwind, 99)} | {bpf_cost(unwind, 999)} |")
+        cost.append(f"| flameprobe `--unwind {unwind}` | {bpf_cost(unwind, 99)} | {bpf_cost(unwind, 999)} |")
+    if HAVE_BPFTRACE:
+        cost.append(f"| bpftrace `profile` (@[kstack, ustack] = count()) | {bpftrace_cost(99)} | "
+                    f"{bpftrace_cost(999)} |")
     own = ["| unwind | CPU time (user+sys) | peak RSS | end of recording -> output written |",
            "|---|---|---|---|"]
     for unwind in ("fp", "auto"):
