@@ -105,17 +105,21 @@ def bpf_cost(unwind, hz):
 
 def own_cost(unwind):
     w = subprocess.Popen([WORK, "30"], stdout=subprocess.DEVNULL)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(
+    err = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen(
         [FP, "record", "-v", "-p", str(w.pid), "-F", "999", "--unwind", unwind, "-d", "20s",
          "-o", os.path.join(tempfile.gettempdir(), "bench-flame.svg")],
-        stderr=subprocess.PIPE, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stderr=err)
+    # wait4: the resource usage of this one child (RUSAGE_CHILDREN would
+    # report the largest RSS of every child so far, bpftrace included).
+    _, _, usage = os.wait4(p.pid, 0)
+    p.returncode = 0
     w.kill()
     w.wait()
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    m = re.search(r"output written (\d+) ms after recording stopped", r.stderr)
-    return cpu, after.ru_maxrss / 1024, int(m.group(1)) if m else None
+    err.seek(0)
+    m = re.search(r"output written (\d+) ms after recording stopped", err.read())
+    cpu = usage.ru_utime + usage.ru_stime
+    return cpu, usage.ru_maxrss / 1024, int(m.group(1)) if m else None
 
 
 def main():
