@@ -14,12 +14,12 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "flameprobe.h"
+#include "targets.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Per-run settings, fixed between open and load. */
-const volatile __u32 filter_mode = FILTER_ALL;
-const volatile bool follow_children = false;
+/* Per-run settings, fixed between open and load (the target filter's are
+ * in targets.h). */
 /* 0: exact tracking; otherwise sample each byte with probability 1/N. */
 const volatile __u64 sample_bytes = 0;
 /* kmemleak: also record the user stack of the allocating task. */
@@ -63,13 +63,6 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024);
 } stacks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);   /* tgid */
-	__type(value, __u8);
-} targets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -122,13 +115,6 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&mstats, &idx);
 	if (v)
 		*v += 1;
-}
-
-static __always_inline bool wanted(__u32 tgid)
-{
-	if (filter_mode == FILTER_ALL)
-		return true;
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
@@ -306,7 +292,7 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 si
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 
-	if (!wanted(tgid))
+	if (!is_target(tgid))
 		return 1;
 	struct alloc_thread *st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
 						       BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -445,26 +431,11 @@ SEC("uprobe")
 int on_entry(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!wanted(tgid))
+	if (!is_target(tgid))
 		return 0;
 	struct exec_event ev = { .kind = RECORD_EXEC, .pid = tgid };
 	if (bpf_ringbuf_output(&stacks, &ev, sizeof(ev), BPF_RB_FORCE_WAKEUP) == 0)
 		bpf_send_signal(19 /* SIGSTOP */);
-	return 0;
-}
-
-/* Follow children of target processes (`-- CMD` mode). */
-SEC("tracepoint/sched/sched_process_fork")
-int on_fork(struct trace_event_raw_sched_process_fork *ctx)
-{
-	if (!follow_children || filter_mode != FILTER_PIDS)
-		return 0;
-	__u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!bpf_map_lookup_elem(&targets, &parent_tgid))
-		return 0;
-	__u32 child = ctx->child_pid;
-	__u8 one = 1;
-	bpf_map_update_elem(&targets, &child, &one, BPF_ANY);
 	return 0;
 }
 
@@ -475,7 +446,7 @@ int on_fork(struct trace_event_raw_sched_process_fork *ctx)
 static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u64 size)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!addr || !wanted(tgid))
+	if (!addr || !is_target(tgid))
 		return;
 	__u32 zero = 0;
 	struct stack_event *ev = bpf_map_lookup_elem(&kscratch, &zero);

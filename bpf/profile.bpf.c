@@ -7,13 +7,13 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "flameprobe.h"
+#include "targets.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Per-run settings, fixed between open and load. */
-const volatile __u32 filter_mode = FILTER_ALL;
+/* Per-run settings, fixed between open and load (the target filter's are
+ * in targets.h). */
 const volatile bool include_idle = false;
-const volatile bool follow_children = false;
 const volatile __u32 stack_copy_size = 0; /* multiple of STACK_COPY_PAGE, <= MAX_STACK_COPY */
 const volatile bool fp_user_stack = true;   /* walk user frame pointers */
 const volatile __u64 wakeup_bytes = 1 << 20; /* wake the reader once this much waits */
@@ -29,13 +29,6 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024); /* resized from user space */
 } events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);   /* tgid */
-	__type(value, __u8);
-} targets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -55,9 +48,7 @@ static __always_inline bool wanted(__u32 tgid)
 {
 	if (tgid == 0)
 		return include_idle && filter_mode == FILTER_ALL;
-	if (filter_mode == FILTER_ALL)
-		return true;
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+	return is_target(tgid);
 }
 
 /* Copy up to `size` (<= stack_copy_size) bytes of user stack from sp: the
@@ -205,20 +196,5 @@ submit:;
 	 * faster than that. */
 	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	bpf_ringbuf_submit(s, queued >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
-	return 0;
-}
-
-/* Follow children of target processes (`-- CMD` mode). */
-SEC("tracepoint/sched/sched_process_fork")
-int on_fork(struct trace_event_raw_sched_process_fork *ctx)
-{
-	if (!follow_children || filter_mode != FILTER_PIDS)
-		return 0;
-	__u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!bpf_map_lookup_elem(&targets, &parent_tgid))
-		return 0;
-	__u32 child = ctx->child_pid;
-	__u8 one = 1;
-	bpf_map_update_elem(&targets, &child, &one, BPF_ANY);
 	return 0;
 }
