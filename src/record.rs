@@ -161,28 +161,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     if config.probe != ProbeKind::Cpu {
         return memleak::run(config);
     }
-    // Everything that can be checked cheaply is checked before attaching.
-    config.target.validate()?;
-    if let Destination::File(path) = &config.destination {
-        atomic::check_writable(path)
-            .with_context(|| format!("cannot write output '{}'", path.display()))?;
-    }
-    check_bpf_support()?;
-    signals::install()?;
-
-    let mut command = match &config.target {
-        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(
-            argv,
-            config.destination == Destination::Stdout,
-        )?),
-        _ => None,
-    };
-    let filter = match (&config.target, &command) {
-        (TargetSpec::System, _) => Filter::All,
-        (TargetSpec::Pids(p), _) => Filter::Pids(p.clone()),
-        (TargetSpec::Command(_), Some(c)) => Filter::Pids(vec![c.pid()]),
-        (TargetSpec::Command(_), None) => unreachable!("command was launched above"),
-    };
+    let (mut command, filter) = prepare(config)?;
     let cpu_config = CpuConfig {
         filter,
         follow_children: command.is_some(),
@@ -283,6 +262,35 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         }
     }
     print_report(&profile, config)
+}
+
+/// What every recording does before attaching: check everything that can
+/// be checked cheaply (target, output path, BPF support), install the
+/// signal handlers, and launch the command (held before exec) if there is
+/// one. Returns it with the in-kernel target filter.
+fn prepare(config: &RecordConfig) -> Result<(Option<LaunchedCommand>, Filter)> {
+    config.target.validate()?;
+    if let Destination::File(path) = &config.destination {
+        atomic::check_writable(path)
+            .with_context(|| format!("cannot write output '{}'", path.display()))?;
+    }
+    check_bpf_support()?;
+    signals::install()?;
+
+    let command = match &config.target {
+        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(
+            argv,
+            config.destination == Destination::Stdout,
+        )?),
+        _ => None,
+    };
+    let filter = match (&config.target, &command) {
+        (TargetSpec::System, _) => Filter::All,
+        (TargetSpec::Pids(p), _) => Filter::Pids(p.clone()),
+        (TargetSpec::Command(_), Some(c)) => Filter::Pids(vec![c.pid()]),
+        (TargetSpec::Command(_), None) => unreachable!("command was launched above"),
+    };
+    Ok((command, filter))
 }
 
 /// `--report`: the top-functions report of the recorded profile, on

@@ -15,19 +15,16 @@ use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 
-use super::{print_report, record_until_stopped};
+use super::{prepare, print_report, record_until_stopped};
 use crate::allocator;
 use crate::config::{ProbeKind, RecordConfig};
-use crate::output::{self, atomic, Destination, Format, WriteOptions};
-use crate::probe::check_bpf_support;
-use crate::probe::cpu::Filter;
+use crate::output::{self, Destination, Format, WriteOptions};
 use crate::probe::memleak::{
     unsample, Allocators, MemleakConfig, MemleakEvent, MemleakProbe, MemleakStats, Outstanding,
     StackRecord, UNWIND_ROWS,
 };
 use crate::process::{FileKey, ProcessTable};
 use crate::profile::{FrameNameOptions, Labels, Meta, Profile, Unit};
-use crate::signals;
 use crate::stacks::{RawStack, StackCollector};
 use crate::symbolize::Symbolizer;
 use crate::target::{LaunchedCommand, TargetSpec};
@@ -96,27 +93,7 @@ impl StackBook {
 /// Runs a memory-leak recording and writes its output.
 pub fn run(config: &RecordConfig) -> Result<()> {
     let kernel = config.probe == ProbeKind::Kmemleak;
-    config.target.validate()?;
-    if let Destination::File(path) = &config.destination {
-        atomic::check_writable(path)
-            .with_context(|| format!("cannot write output '{}'", path.display()))?;
-    }
-    check_bpf_support()?;
-    signals::install()?;
-
-    let mut command = match &config.target {
-        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(
-            argv,
-            config.destination == Destination::Stdout,
-        )?),
-        _ => None,
-    };
-    let filter = match (&config.target, &command) {
-        (TargetSpec::System, _) => Filter::All,
-        (TargetSpec::Pids(p), _) => Filter::Pids(p.clone()),
-        (TargetSpec::Command(_), Some(c)) => Filter::Pids(vec![c.pid()]),
-        (TargetSpec::Command(_), None) => unreachable!("command was launched above"),
-    };
+    let (mut command, filter) = prepare(config)?;
     let probe_config = MemleakConfig {
         allocators: if kernel {
             Allocators::Kernel
@@ -174,9 +151,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         |wait| {
             probe.poll(wait);
             let mut b = book.borrow_mut();
-            for pid in unwind.pids.clone() {
-                unwind.sync(&probe, &mut b.stacks.table, pid);
-            }
+            unwind.sync_all(&probe, &mut b.stacks.table);
             for pid in std::mem::take(&mut b.stopped) {
                 unwind.sync(&probe, &mut b.stacks.table, pid);
                 resume(pid);
@@ -279,9 +254,13 @@ pub fn run(config: &RecordConfig) -> Result<()> {
 /// (or children) without tables get frame-pointer stacks.
 struct UnwindSync {
     tables: CfiTables,
+    /// Processes checked at every poll.
     pids: Vec<u32>,
     /// The maps each pid had when its tables were last loaded.
     maps: HashMap<u32, String>,
+    /// flameprobe's own executable: a launched command still running it
+    /// has not exec'd yet.
+    own_exe: Option<FileKey>,
 }
 
 impl UnwindSync {
@@ -290,14 +269,30 @@ impl UnwindSync {
             tables: CfiTables::new(UNWIND_ROWS),
             pids: Vec::new(),
             maps: HashMap::new(),
+            own_exe: std::fs::metadata("/proc/self/exe")
+                .ok()
+                .map(|m| file_key(&m)),
         }
+    }
+
+    /// Syncs every process in `pids`.
+    fn sync_all(&mut self, probe: &MemleakProbe<'_>, table: &mut ProcessTable) {
+        for i in 0..self.pids.len() {
+            let pid = self.pids[i];
+            self.sync(probe, table, pid);
+        }
+    }
+
+    fn still_our_image(&self, pid: u32) -> bool {
+        let theirs = std::fs::metadata(crate::proc::proc_path(pid, "exe")).map(|m| file_key(&m));
+        matches!((theirs, self.own_exe), (Ok(a), Some(b)) if a == b)
     }
 
     fn sync(&mut self, probe: &MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) {
         let Ok(maps) = std::fs::read_to_string(crate::proc::proc_path(pid, "maps")) else {
             return; // exited: its stacks are complete already
         };
-        if self.maps.get(&pid) == Some(&maps) || still_our_image(pid) {
+        if self.maps.get(&pid) == Some(&maps) || self.still_our_image(pid) {
             return;
         }
         let info = table.refresh(pid);
@@ -341,14 +336,6 @@ fn stop_at_entry(probe: &mut MemleakProbe<'_>, program: &std::ffi::OsStr) {
 fn resume(pid: u32) {
     use nix::sys::signal::{kill, Signal};
     let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGCONT);
-}
-
-/// Whether `pid` still runs flameprobe's own image (a launched command
-/// that has not exec'd yet).
-fn still_our_image(pid: u32) -> bool {
-    let theirs = std::fs::metadata(crate::proc::proc_path(pid, "exe")).map(|m| file_key(&m));
-    let ours = std::fs::metadata("/proc/self/exe").map(|m| file_key(&m));
-    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Bytes and allocations per stack id, leaving out allocations younger than
