@@ -6,11 +6,11 @@ use std::os::fd::{AsRawFd, IntoRawFd};
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{Link, OpenObject, RingBuffer, RingBufferBuilder};
 
 use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
-use super::setup::{add_target, ensure_tracefs, ProbeError};
+use super::setup::{add_target, ensure_tracefs, percpu_counter, ProbeError};
 
 /// Largest user-stack copy the BPF program supports (bytes).
 pub const MAX_STACK_COPY: u32 = 64 * 1024;
@@ -269,17 +269,7 @@ impl<'obj> CpuProbe<'obj> {
 
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> CpuStats {
-        let read = |idx: types::stat_idx| -> u64 {
-            let key = idx.0.to_ne_bytes();
-            match self.skel.maps.stats.lookup_percpu(&key, MapFlags::ANY) {
-                Ok(Some(per_cpu)) => per_cpu
-                    .iter()
-                    .filter_map(|v| v.get(..8))
-                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-                    .sum(),
-                _ => 0,
-            }
-        };
+        let read = |idx: types::stat_idx| percpu_counter(&self.skel.maps.stats, idx.0);
         CpuStats {
             samples: read(types::stat_idx::STAT_SAMPLES),
             lost: read(types::stat_idx::STAT_LOST),

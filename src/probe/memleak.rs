@@ -15,7 +15,7 @@ use libbpf_rs::{
 
 use super::cpu::Filter;
 use super::memleak_skel::{types, MemleakSkel, MemleakSkelBuilder};
-use super::setup::{add_target, ensure_tracefs, ProbeError};
+use super::setup::{add_target, ensure_tracefs, percpu_counter, ProbeError};
 use crate::allocator::{AllocFn, EntryPoint};
 use crate::process::FileKey;
 use crate::unwind::table::{ModuleRows, Row, Rule};
@@ -459,17 +459,7 @@ impl<'obj> MemleakProbe<'obj> {
 
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> MemleakStats {
-        let read = |idx: types::memleak_stat| -> u64 {
-            let key = idx.0.to_ne_bytes();
-            match self.skel.maps.mstats.lookup_percpu(&key, MapFlags::ANY) {
-                Ok(Some(per_cpu)) => per_cpu
-                    .iter()
-                    .filter_map(|v| v.get(..8))
-                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-                    .sum(),
-                _ => 0,
-            }
-        };
+        let read = |idx: types::memleak_stat| percpu_counter(&self.skel.maps.mstats, idx.0);
         MemleakStats {
             allocs: read(types::memleak_stat::MSTAT_ALLOCS),
             frees: read(types::memleak_stat::MSTAT_FREES),

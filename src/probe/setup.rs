@@ -50,6 +50,19 @@ pub(crate) fn add_target(targets: &dyn libbpf_rs::MapCore, pid: u32) -> Result<(
         .map_err(|e| ProbeError::attach("target map", e))
 }
 
+/// A counter of a per-CPU u64 array (a program's `stats`), summed over
+/// CPUs; 0 when it cannot be read.
+pub(crate) fn percpu_counter(stats: &dyn libbpf_rs::MapCore, idx: u32) -> u64 {
+    match stats.lookup_percpu(&idx.to_ne_bytes(), libbpf_rs::MapFlags::ANY) {
+        Ok(Some(per_cpu)) => per_cpu
+            .iter()
+            .filter_map(|v| v.get(..8))
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+            .sum(),
+        _ => 0,
+    }
+}
+
 /// Checks privileges and BTF before any BPF work, and routes libbpf's log.
 pub fn check_bpf_support() -> Result<(), ProbeError> {
     route_libbpf_log();
