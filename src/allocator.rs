@@ -142,18 +142,20 @@ fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
 /// File offset of an executable's entry point (`e_entry`), where its own
 /// code starts once the dynamic loader has mapped its libraries.
 pub fn program_entry(file: &File) -> Result<u64, String> {
-    // SAFETY: as in `entry_points_of`.
-    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| format!("cannot map: {e}"))?;
+    let map = map_file(file)?;
     let elf = object::File::parse(&*map).map_err(|e| e.to_string())?;
     file_offset(&elf, elf.entry()).ok_or_else(|| "entry point outside the file's segments".into())
 }
 
 /// Maps a file and returns its allocator entry points.
 pub fn entry_points_of(file: &File) -> Result<Vec<EntryPoint>, String> {
+    entry_points(&map_file(file)?)
+}
+
+fn map_file(file: &File) -> Result<memmap2::Mmap, String> {
     // SAFETY: the mapping is read-only and private; binaries on disk are
     // not modified while they are mapped by running processes.
-    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| format!("cannot map: {e}"))?;
-    entry_points(&map)
+    unsafe { memmap2::Mmap::map(file) }.map_err(|e| format!("cannot map: {e}"))
 }
 
 /// True for file names of known allocator libraries (and libc).
