@@ -18,6 +18,7 @@ pub mod profile;
 pub mod quality;
 pub mod record;
 pub mod report;
+pub mod safe_fs;
 pub mod signals;
 pub mod stacks;
 pub mod symbolize;

@@ -23,6 +23,33 @@ pub struct FileKey {
     pub inode: u64,
 }
 
+impl FileKey {
+    /// The key of a mapping, as `/proc/PID/maps` shows it (`major:minor`
+    /// in hex, inode).
+    pub fn of_map_entry(entry: &MapEntry) -> FileKey {
+        FileKey {
+            dev: encode_dev(entry.dev_major, entry.dev_minor),
+            inode: entry.inode,
+        }
+    }
+
+    /// The key of an opened file, encoded as for a mapping so the two can be
+    /// compared (is this the file the process mapped?).
+    pub fn of_metadata(m: &std::fs::Metadata) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        let dev = m.dev();
+        FileKey {
+            dev: encode_dev(libc::major(dev), libc::minor(dev)),
+            inode: m.ino(),
+        }
+    }
+}
+
+/// The one encoding of a device number in a [`FileKey`].
+fn encode_dev(major: u32, minor: u32) -> u64 {
+    (u64::from(major) << 8) | u64::from(minor)
+}
+
 /// An opened binary, shared by every process that maps it.
 #[derive(Debug)]
 pub struct ModuleFile {
@@ -207,10 +234,7 @@ impl ProcessTable {
     }
 
     fn open_file(&mut self, entry: &MapEntry, candidates: &[PathBuf]) -> Option<Arc<ModuleFile>> {
-        let key = FileKey {
-            dev: (u64::from(entry.dev_major) << 8) | u64::from(entry.dev_minor),
-            inode: entry.inode,
-        };
+        let key = FileKey::of_map_entry(entry);
         if let Some(f) = self.files.get(&key) {
             return Some(f.clone());
         }

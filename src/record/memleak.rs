@@ -9,7 +9,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::mem::MaybeUninit;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -271,7 +270,7 @@ impl UnwindSync {
             maps: HashMap::new(),
             own_exe: std::fs::metadata("/proc/self/exe")
                 .ok()
-                .map(|m| file_key(&m)),
+                .map(|m| FileKey::of_metadata(&m)),
         }
     }
 
@@ -284,7 +283,8 @@ impl UnwindSync {
     }
 
     fn still_our_image(&self, pid: u32) -> bool {
-        let theirs = std::fs::metadata(crate::proc::proc_path(pid, "exe")).map(|m| file_key(&m));
+        let theirs =
+            std::fs::metadata(crate::proc::proc_path(pid, "exe")).map(|m| FileKey::of_metadata(&m));
         matches!((theirs, self.own_exe), (Ok(a), Some(b)) if a == b)
     }
 
@@ -385,7 +385,7 @@ fn monotonic_ns() -> u64 {
 fn attach_process(probe: &mut MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) -> Result<()> {
     let exe = std::fs::metadata(crate::proc::proc_path(pid, "exe"))
         .ok()
-        .map(|m| file_key(&m));
+        .map(|m| FileKey::of_metadata(&m));
     let info = table.get(pid);
     if info.unavailable {
         bail!("cannot read the memory maps of pid {pid} (did it exit?)");
@@ -466,7 +466,7 @@ fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<bool> {
         return Ok(false);
     };
     let key = match file.metadata() {
-        Ok(m) => file_key(&m),
+        Ok(m) => FileKey::of_metadata(&m),
         Err(_) => return Ok(false),
     };
     let eps = allocator::entry_points_of(&file).unwrap_or_default();
@@ -484,16 +484,6 @@ fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<bool> {
         );
     }
     Ok(fresh)
-}
-
-/// The (device, inode) key of a file, encoded as /proc/PID/maps shows it.
-fn file_key(m: &std::fs::Metadata) -> FileKey {
-    let dev = m.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    FileKey {
-        dev: (u64::from(major) << 8) | u64::from(minor),
-        inode: m.ino(),
-    }
 }
 
 /// The end-of-recording summary for stderr: totals and the biggest stacks

@@ -1,0 +1,250 @@
+//! Opening files that someone else controls: the binaries and perf maps of
+//! a profiled process (inside its root, which may be a container or a
+//! chroot) and the state files of container runtimes.
+//!
+//! Every open here
+//! - resolves the path inside a directory with `openat2`: `RESOLVE_IN_ROOT`
+//!   (absolute symlinks and `..` stay inside a process's root) or
+//!   `RESOLVE_BENEATH` (nothing may leave a runtime's state directory),
+//!   always with `RESOLVE_NO_MAGICLINKS` (no `/proc/*/fd` jumps);
+//! - never blocks (`O_NONBLOCK`: a FIFO planted at the path cannot hang us);
+//! - accepts regular files only;
+//! - and reads are bounded by a size limit.
+//!
+//! `openat2` exists since Linux 5.6; flameprobe needs 5.8 (ring buffers).
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+/// How a relative path may be resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// As if the directory were `/` (a process's root): absolute symlinks
+    /// and `..` are resolved inside it.
+    InRoot,
+    /// Strictly below the directory: absolute symlinks and any `..` that
+    /// would leave it are errors.
+    Beneath,
+}
+
+/// Why a file was not opened.
+#[derive(Debug)]
+pub enum SafeOpenError {
+    /// The path does not exist, escapes the directory, or cannot be read.
+    Io(io::Error),
+    /// It exists but is not a regular file (FIFO, device, socket, directory).
+    NotRegular(&'static str),
+    /// It is larger than the caller's limit.
+    TooLarge { size: u64, limit: u64 },
+}
+
+impl fmt::Display for SafeOpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SafeOpenError::Io(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                f.write_str("the path leads outside the directory it must stay in")
+            }
+            SafeOpenError::Io(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                f.write_str("the path goes through a symbolic link that is not allowed")
+            }
+            SafeOpenError::Io(e) => write!(f, "{e}"),
+            SafeOpenError::NotRegular(what) => write!(f, "not a regular file (a {what})"),
+            SafeOpenError::TooLarge { size, limit } => {
+                write!(f, "{size} bytes, more than the limit of {limit} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SafeOpenError {}
+
+impl From<io::Error> for SafeOpenError {
+    fn from(e: io::Error) -> Self {
+        SafeOpenError::Io(e)
+    }
+}
+
+/// Opens a directory to resolve paths in (an `O_PATH` handle).
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: valid NUL-terminated path; a non-negative result is a new fd.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The root directory of process `pid` (`/proc/PID/root`), as a handle.
+pub fn process_root(pid: u32) -> io::Result<OwnedFd> {
+    open_dir(&crate::proc::proc_path(pid, "root"))
+}
+
+/// Opens `rel` for reading, resolved inside `dir` as `scope` says, without
+/// blocking; only a regular file is returned.
+pub fn open_file(dir: BorrowedFd<'_>, rel: &Path, scope: Scope) -> Result<File, SafeOpenError> {
+    let fd = openat2(
+        dir,
+        rel,
+        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        scope,
+    )?;
+    let file = File::from(fd);
+    let ft = file.metadata()?.file_type();
+    if ft.is_file() {
+        return Ok(file);
+    }
+    let what = if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "device"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    };
+    Err(SafeOpenError::NotRegular(what))
+}
+
+/// Opens a path of process `pid` as the process sees it, inside its root.
+pub fn open_in_process_root(pid: u32, path: &Path) -> Result<File, SafeOpenError> {
+    let root = process_root(pid)?;
+    use std::os::fd::AsFd;
+    open_file(root.as_fd(), path, Scope::InRoot)
+}
+
+/// Reads a whole file opened by [`open_file`], refusing more than `limit`
+/// bytes (checked before reading and while reading: the file may grow).
+pub fn read_limited(file: &mut File, limit: u64) -> Result<Vec<u8>, SafeOpenError> {
+    let size = file.metadata()?.len();
+    if size > limit {
+        return Err(SafeOpenError::TooLarge { size, limit });
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    file.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(SafeOpenError::TooLarge {
+            size: buf.len() as u64,
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+fn openat2(dir: BorrowedFd<'_>, rel: &Path, flags: u64, scope: Scope) -> io::Result<OwnedFd> {
+    // RESOLVE_IN_ROOT treats a leading '/' as the root; RESOLVE_BENEATH
+    // refuses it, so make the path relative for both.
+    let bytes = rel.as_os_str().as_bytes();
+    let trimmed = {
+        let mut b = bytes;
+        while let [b'/', rest @ ..] = b {
+            b = rest;
+        }
+        if b.is_empty() {
+            b"."
+        } else {
+            b
+        }
+    };
+    let c = CString::new(trimmed).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let resolve = libc::RESOLVE_NO_MAGICLINKS
+        | match scope {
+            Scope::InRoot => libc::RESOLVE_IN_ROOT,
+            Scope::Beneath => libc::RESOLVE_BENEATH,
+        };
+    // SAFETY: open_how is plain data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags;
+    how.resolve = resolve;
+    // SAFETY: valid fd, NUL-terminated path and open_how of the given size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn stays_inside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(dir.path().join("ok"), b"fine").unwrap();
+        symlink(outside.path(), dir.path().join("abs")).unwrap();
+        symlink(
+            "../../../../../../../../etc/hostname",
+            dir.path().join("up"),
+        )
+        .unwrap();
+        symlink("ok", dir.path().join("rel")).unwrap();
+        let d = open_dir(dir.path()).unwrap();
+
+        let mut f = open_file(d.as_fd(), Path::new("/ok"), Scope::InRoot).unwrap();
+        assert_eq!(read_limited(&mut f, 100).unwrap(), b"fine");
+        assert!(open_file(d.as_fd(), Path::new("rel"), Scope::Beneath).is_ok());
+        // An absolute symlink resolves inside the root: no such file there.
+        let err = open_file(d.as_fd(), Path::new("abs"), Scope::InRoot).unwrap_err();
+        assert!(matches!(&err, SafeOpenError::Io(e) if e.kind() == io::ErrorKind::NotFound));
+        // `..` cannot climb out of the root, and beneath refuses it.
+        assert!(open_file(d.as_fd(), Path::new("up"), Scope::InRoot).is_err());
+        let err = open_file(d.as_fd(), Path::new("up"), Scope::Beneath).unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+        assert!(open_file(d.as_fd(), Path::new("abs"), Scope::Beneath).is_err());
+    }
+
+    #[test]
+    fn refuses_fifos_and_large_files_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let d = open_dir(dir.path()).unwrap();
+        let err = open_file(d.as_fd(), Path::new("fifo"), Scope::Beneath).unwrap_err();
+        assert!(matches!(err, SafeOpenError::NotRegular("FIFO")), "{err}");
+        assert!(matches!(
+            open_file(d.as_fd(), Path::new("."), Scope::Beneath),
+            Err(SafeOpenError::NotRegular("directory"))
+        ));
+
+        let big = dir.path().join("big");
+        File::create(&big).unwrap().set_len(10 << 30).unwrap(); // sparse
+        let mut f = open_file(d.as_fd(), Path::new("big"), Scope::Beneath).unwrap();
+        let err = read_limited(&mut f, 1 << 20).unwrap_err();
+        assert!(matches!(err, SafeOpenError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn opens_own_files_through_the_process_root() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let f = open_in_process_root(std::process::id(), &exe).unwrap();
+        assert!(f.metadata().unwrap().len() > 0);
+    }
+}
