@@ -8,14 +8,28 @@
 #ifndef FLAMEPROBE_H
 #define FLAMEPROBE_H
 
-/* Deepest kernel or frame-pointer user stack captured by bpf_get_stack. */
-#define FP_MAX_STACK_DEPTH 127
-#define TASK_COMM_LEN 16
+/*
+ * Limits shared with user space. An enum rather than #defines so that Rust
+ * sees them too (skeleton `types::limits`), from this one definition.
+ */
+enum limits {
+	/* Deepest kernel or user stack captured (frames). */
+	FP_MAX_STACK_DEPTH = 127,
+	/* Largest user-stack copy (bytes) for DWARF unwinding: bounded by the
+	 * verifier's loop budget and the ring buffer record size. */
+	MAX_STACK_COPY = 64 * 1024,
+	STACK_COPY_PAGE = 4096,
+	/* A frame-pointer step is only taken when bp points into the stack no
+	 * further than this above sp: code built without frame pointers
+	 * leaves arbitrary values in bp, and walking them faults (slow). */
+	MAX_FRAME_BYTES = 8 << 20,
+	/* Lowest address user code can live at (mmap_min_addr >= 4 KiB):
+	 * a smaller "return address" ends a stack. */
+	MIN_CODE_ADDR = 0x1000,
+};
 
-/* Largest user-stack copy (bytes) for DWARF unwinding: bounded by the
- * verifier's loop budget and the ring buffer record size. */
-#define MAX_STACK_COPY (64 * 1024)
-#define STACK_COPY_PAGE 4096
+#define PF_KTHREAD 0x00200000 /* task->flags: a kernel thread */
+#define SIGSTOP 19
 
 /* Record kinds, first field of every ring-buffer record. */
 enum record_kind {
@@ -64,14 +78,23 @@ struct sample_hdr {
 	__u64 ustack[FP_MAX_STACK_DEPTH];
 };
 
-/* Counters in the per-CPU `stats` array. */
+/* Counters in every program's per-CPU `stats` array (common.h); each
+ * program uses the ones that concern it. */
 enum stat_idx {
-	STAT_SAMPLES = 0,    /* samples that passed the filter */
-	STAT_LOST = 1,       /* ring buffer full: sample dropped */
-	STAT_COPY_FAILED = 2,/* user stack copy failed entirely */
-	STAT_MAX = 4,
+	/* target filter (targets.h) */
+	STAT_TARGETS_FULL = 0, /* a child of a target not followed: map full */
+	/* on-CPU sampling */
+	STAT_SAMPLES = 1,      /* samples that passed the filter */
+	STAT_LOST = 2,         /* ring buffer full: sample dropped */
+	STAT_COPY_FAILED = 3,  /* user stack copy failed entirely */
+	/* memleak */
+	STAT_ALLOCS = 4,       /* allocations recorded */
+	STAT_FREES = 5,        /* frees that matched a recorded allocation */
+	STAT_MAP_FULL = 6,     /* allocation not recorded: outstanding map full */
+	STAT_STACK_LOST = 7,   /* new stack not delivered: ring buffer full */
+	STAT_NO_STATE = 8,     /* per-thread state unavailable: call not traced */
+	STAT_MAX = 16,
 };
-
 
 /* ---------------------------------------------------------------------
  * Memory-leak probes (memleak.bpf.c): outstanding allocations are kept in
@@ -154,16 +177,6 @@ struct alloc_thread {
 	struct stack_event scratch;
 };
 
-/* Counters in the memleak program's per-CPU `mstats` array. */
-enum memleak_stat {
-	MSTAT_ALLOCS = 0,       /* allocations recorded */
-	MSTAT_FREES = 1,        /* frees that matched a recorded allocation */
-	MSTAT_MAP_FULL = 2,     /* allocation not recorded: outstanding map full */
-	MSTAT_STACK_LOST = 3,   /* new stack not delivered: ring buffer full */
-	MSTAT_NO_STATE = 4,     /* per-thread state unavailable: call not traced */
-	MSTAT_MAX = 8,
-};
-
 /* ---------------------------------------------------------------------
  * In-kernel CFI unwinding (memleak's user stacks). User space compiles
  * each binary's .eh_frame into rows sorted by address, one row per address
@@ -172,8 +185,11 @@ enum memleak_stat {
  * pointers.
  * ------------------------------------------------------------------- */
 
-#define UNWIND_MAX_MODULES 64      /* binaries per process with rows */
-#define UNWIND_SEARCH_STEPS 24     /* binary-search steps: 16M rows */
+enum unwind_limits {
+	UNWIND_MAX_MODULES = 64,   /* binaries per process with rows */
+	UNWIND_MODULE_STEPS = 7,   /* binary-search steps over the modules */
+	UNWIND_SEARCH_STEPS = 24,  /* binary-search steps over rows: 16M rows */
+};
 
 /* unwind_row.kind */
 enum unwind_kind {

@@ -5,16 +5,20 @@
  * Stacks travel through the ring buffer once each, the first time they are
  * seen, so the per-event cost is a couple of hash operations.
  *
- * User allocators: one uprobe *session* program per allocator signature
- * (entry and return in one program; an entry that returns 1 skips the
- * return probe, which is how sampled mode stays cheap) plus an entry-only
- * uprobe on the free family. Kernel: the kmem tracepoints. */
+ * User allocators: one uprobe *session* program for every allocator entry
+ * point, told which one by the attach cookie (entry and return in one
+ * program; an entry that returns 1 skips the return probe, which is how
+ * sampled mode stays cheap), plus an entry-only uprobe on the free family.
+ * One program means the verifier checks the stack unwinder once. Kernel:
+ * the kmem tracepoints. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "flameprobe.h"
+#include "common.h"
 #include "targets.h"
+#include "unwind.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -26,18 +30,12 @@ const volatile __u64 sample_bytes = 0;
 const volatile bool kernel_user_stacks = false;
 
 /* Dummy instances so the skeleton's BTF carries the shared types for Rust. */
-enum record_kind _record_kind = 0;
-enum filter_mode _filter_mode = 0;
 enum alloc_kind _alloc_kind = 0;
 enum alloc_space _alloc_space = 0;
-enum memleak_stat _memleak_stat = 0;
 struct alloc_key _alloc_key = {};
 struct alloc_info _alloc_info = {};
 struct stack_event _stack_event = {};
 struct exec_event _exec_event = {};
-struct unwind_row _unwind_row = {};
-struct unwind_proc _unwind_proc = {};
-enum unwind_kind _unwind_kind = 0;
 enum stack_flags _stack_flags = 0;
 
 extern bool bpf_session_is_return(void) __ksym __weak;
@@ -71,22 +69,6 @@ struct {
 	__type(value, struct alloc_thread);
 } threads SEC(".maps");
 
-/* CFI rows of every binary with unwind tables, filled by user space. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1); /* resized from user space */
-	__type(key, __u32);
-	__type(value, struct unwind_row);
-} unwind_rows SEC(".maps");
-
-/* Per target process: its binaries and their rows. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);   /* tgid */
-	__type(value, struct unwind_proc);
-} unwind_procs SEC(".maps");
-
 /* Exponential variates with mean `sample_bytes`, filled by user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -102,20 +84,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stack_event);
 } kscratch SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MSTAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} mstats SEC(".maps");
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&mstats, &idx);
-	if (v)
-		*v += 1;
-}
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
@@ -160,7 +128,7 @@ static __always_inline __u64 publish_stack(struct stack_event *ev)
 	BPF_CORE_READ_STR_INTO(&ev->proc_comm, task, group_leader, comm);
 	if (bpf_ringbuf_output(&stacks, ev, sizeof(*ev), 0)) {
 		/* Not marked seen: the next allocation from it tries again. */
-		count(MSTAT_STACK_LOST);
+		count(STAT_STACK_LOST);
 		return id;
 	}
 	__u8 one = 1;
@@ -173,106 +141,16 @@ static __always_inline void record(__u32 tgid, __u32 space, __u64 addr, __u64 si
 	struct alloc_key key = { .tgid = tgid, .space = space, .addr = addr };
 	struct alloc_info info = { .size = size, .ts = bpf_ktime_get_ns(), .stack_id = stack };
 	if (bpf_map_update_elem(&allocs, &key, &info, BPF_ANY))
-		count(MSTAT_MAP_FULL);
+		count(STAT_MAP_FULL);
 	else
-		count(MSTAT_ALLOCS);
+		count(STAT_ALLOCS);
 }
 
 static __always_inline void forget(__u32 tgid, __u32 space, __u64 addr)
 {
 	struct alloc_key key = { .tgid = tgid, .space = space, .addr = addr };
 	if (bpf_map_delete_elem(&allocs, &key) == 0)
-		count(MSTAT_FREES);
-}
-
-/* ------------------------------------------------------------------ */
-/* User stacks: CFI unwinding in the kernel                            */
-/* ------------------------------------------------------------------ */
-
-/* A frame-pointer step is only tried when bp points into the stack just
- * above sp (code without frame pointers leaves arbitrary values in bp). */
-#define MAX_FRAME_BYTES (8 << 20)
-
-/* The unwind row covering `pc` in process `p`, or NULL where nothing is
- * known (no module, or an address before the module's first row). */
-static __always_inline struct unwind_row *find_row(struct unwind_proc *p, __u64 pc)
-{
-	__u64 bias = 0;
-	__u32 first = 0, count = 0;
-	for (int i = 0; i < UNWIND_MAX_MODULES; i++) {
-		if (i >= p->count)
-			break;
-		struct unwind_module *m = &p->mods[i];
-		if (pc >= m->start && pc < m->end) {
-			bias = m->bias;
-			first = m->first;
-			count = m->count;
-			break;
-		}
-	}
-	if (!count)
-		return NULL;
-	__u64 rel = pc - bias;
-	if (rel > 0xffffffffULL)
-		return NULL;
-	/* The last row whose pc <= rel. */
-	__u32 lo = first, hi = first + count;
-	for (int i = 0; i < UNWIND_SEARCH_STEPS; i++) {
-		if (hi - lo <= 1)
-			break;
-		__u32 mid = lo + (hi - lo) / 2;
-		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
-		if (!r)
-			return NULL;
-		if (r->pc <= rel)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &lo);
-	if (!r || r->pc > rel)
-		return NULL;
-	return r;
-}
-
-/* Unwinds the user stack at an allocator's entry with the CFI rows of the
- * process's binaries (frame pointers where a binary has none), storing the
- * return addresses, the allocator's caller first, in ev->ustack. */
-static __always_inline void unwind_user(struct pt_regs *ctx, struct unwind_proc *proc,
-					struct stack_event *ev)
-{
-	__u64 pc = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), bp = PT_REGS_FP(ctx);
-	__u32 n = 0;
-	int i;
-
-	bpf_for(i, 0, FP_MAX_STACK_DEPTH) {
-		/* A return address points after its call: look up the call. */
-		struct unwind_row *r = find_row(proc, i == 0 ? pc : pc - 1);
-		__u64 cfa, ra = 0;
-		if (r && r->kind == UNWIND_STOP)
-			break;
-		if (r && (r->kind == UNWIND_CFA_RSP || r->kind == UNWIND_CFA_RBP)) {
-			cfa = (r->kind == UNWIND_CFA_RSP ? sp : bp) + (__s64)r->cfa_off;
-			if (r->rbp_off &&
-			    bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->rbp_off)))
-				break;
-		} else {
-			/* No CFI (JIT code, a binary without tables). */
-			if (bp < sp || bp - sp > MAX_FRAME_BYTES)
-				break;
-			cfa = bp + 16;
-			if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa - 16)))
-				break;
-		}
-		if (cfa <= sp || bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) ||
-		    ra < 0x1000)
-			break;
-		ev->ustack[i] = ra;
-		n = i + 1;
-		pc = ra;
-		sp = cfa;
-	}
-	ev->ustack_len = n * sizeof(__u64);
+		count(STAT_FREES);
 }
 
 /* ------------------------------------------------------------------ */
@@ -297,7 +175,7 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 si
 	struct alloc_thread *st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
 						       BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st) {
-		count(MSTAT_NO_STATE);
+		count(STAT_NO_STATE);
 		return 1;
 	}
 	/* An allocator calling another one (realloc(NULL, n) -> malloc):
@@ -330,7 +208,9 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 si
 		ev->flags = 0;
 		struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
 		if (proc) {
-			unwind_user(ctx, proc, ev);
+			__u32 n = unwind_user(proc, PT_REGS_IP(ctx), PT_REGS_SP(ctx),
+					      PT_REGS_FP(ctx), ev->ustack);
+			ev->ustack_len = n * sizeof(__u64);
 			ev->flags = STACK_CFI;
 		} else {
 			/* No unwind tables (yet): frame pointers. At entry the
@@ -390,26 +270,42 @@ static __always_inline __u64 mul_size(__u64 n, __u64 size)
 	return p;
 }
 
-#define SESSION(name, body)                                \
-	SEC("uprobe.session")                              \
-	int name(struct pt_regs *ctx)                      \
-	{                                                  \
-		if (bpf_session_is_return())               \
-			return alloc_exit(ctx);            \
-		body;                                      \
+/* Every allocator entry point; the attach cookie says which kind. */
+SEC("uprobe.session")
+int on_alloc(struct pt_regs *ctx)
+{
+	if (bpf_session_is_return())
+		return alloc_exit(ctx);
+	__u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
+	__u32 kind = bpf_get_attach_cookie(ctx);
+	__u64 size, ptr = 0;
+	switch (kind) {
+	case ALLOC_MALLOC:
+		size = a1;
+		break;
+	case ALLOC_CALLOC:
+		size = mul_size(a1, a2);
+		break;
+	case ALLOC_REALLOC:
+		size = a2;
+		ptr = a1;
+		break;
+	case ALLOC_REALLOCARRAY:
+		size = mul_size(a2, a3);
+		ptr = a1;
+		break;
+	case ALLOC_POSIX_MEMALIGN:
+		size = a3;
+		ptr = a1;
+		break;
+	case ALLOC_MEMALIGN:
+		size = a2;
+		break;
+	default:
+		return 1;
 	}
-
-SESSION(on_malloc, return alloc_enter(ctx, ALLOC_MALLOC, PT_REGS_PARM1(ctx), 0))
-SESSION(on_calloc,
-	return alloc_enter(ctx, ALLOC_CALLOC, mul_size(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)), 0))
-SESSION(on_realloc,
-	return alloc_enter(ctx, ALLOC_REALLOC, PT_REGS_PARM2(ctx), PT_REGS_PARM1(ctx)))
-SESSION(on_reallocarray,
-	return alloc_enter(ctx, ALLOC_REALLOCARRAY, mul_size(PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx)),
-			   PT_REGS_PARM1(ctx)))
-SESSION(on_posix_memalign,
-	return alloc_enter(ctx, ALLOC_POSIX_MEMALIGN, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx)))
-SESSION(on_memalign, return alloc_enter(ctx, ALLOC_MEMALIGN, PT_REGS_PARM2(ctx), 0))
+	return alloc_enter(ctx, kind, size, ptr);
+}
 
 /* free(ptr) and its relatives that take the pointer first (cfree,
  * free_sized, sdallocx): one hash delete, entry only. free(NULL) and
@@ -435,7 +331,7 @@ int on_entry(struct pt_regs *ctx)
 		return 0;
 	struct exec_event ev = { .kind = RECORD_EXEC, .pid = tgid };
 	if (bpf_ringbuf_output(&stacks, &ev, sizeof(ev), BPF_RB_FORCE_WAKEUP) == 0)
-		bpf_send_signal(19 /* SIGSTOP */);
+		bpf_send_signal(SIGSTOP);
 	return 0;
 }
 
@@ -458,7 +354,7 @@ static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u
 	ev->ustack_len = 0;
 	if (kernel_user_stacks && tgid) {
 		struct task_struct *task = bpf_get_current_task_btf();
-		if (!(task->flags & 0x00200000 /* PF_KTHREAD */))
+		if (!no_user_context(task))
 			ev->ustack_len = bpf_get_stack(ctx, ev->ustack, sizeof(ev->ustack),
 						       BPF_F_USER_STACK);
 	}

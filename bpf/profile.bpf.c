@@ -7,6 +7,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "flameprobe.h"
+#include "common.h"
 #include "targets.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -20,29 +21,12 @@ const volatile __u64 wakeup_bytes = 1 << 20; /* wake the reader once this much w
 
 /* Dummy instances so the skeleton's BTF carries the shared types for Rust. */
 struct sample_hdr _sample_hdr = {};
-enum record_kind _record_kind = 0;
-enum filter_mode _filter_mode = 0;
 enum sample_flags _sample_flags = 0;
-enum stat_idx _stat_idx = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024); /* resized from user space */
 } events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-	if (v)
-		*v += 1;
-}
 
 static __always_inline bool wanted(__u32 tgid)
 {
@@ -94,12 +78,6 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, __u32 size, bo
 	return off;
 }
 
-/* A frame-pointer walk is only worth starting when bp points into the
- * stack just above sp: code built without frame pointers leaves arbitrary
- * values in bp, and the kernel's walk would fault on them (a page fault
- * per sample costs more than the rest of the sample). */
-#define MAX_FRAME_BYTES (8 << 20)
-
 SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
@@ -141,7 +119,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	if (!user_mode)
 		s->kstack_len = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
 
-	if ((task->flags & 0x00200000 /* PF_KTHREAD */) || !task->mm) {
+	if (no_user_context(task)) {
 		s->flags |= SAMPLE_KERNEL_THREAD;
 		goto submit;
 	}
@@ -163,6 +141,10 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	s->bp = bp;
 	s->flags |= SAMPLE_USER_REGS;
 
+	/* A frame-pointer walk is only worth starting when bp points into the
+	 * stack just above sp (see MAX_FRAME_BYTES): the kernel's walk would
+	 * fault on the garbage that code without frame pointers leaves in bp
+	 * (a page fault per sample costs more than the rest of the sample). */
 	if (fp_user_stack && bp >= sp && bp - sp < MAX_FRAME_BYTES)
 		s->ustack_len = bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK);
 	else if (fp_user_stack) {

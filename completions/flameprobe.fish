@@ -34,7 +34,7 @@ complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" 
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s p -l pid -d 'Profile these processes (all their threads); repeat or comma-separate' -r
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m [default: 10s; with a command: until it exits]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension: .svg, .folded/.txt, .pb.gz/.pprof/.pb)' -r -f -a "svg\t'Interactive flame graph (SVG)'

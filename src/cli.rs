@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ConvertConfig, MemleakOptions, ProbeKind, RecordConfig, ReportConfig};
+use crate::config::{self, ConvertConfig, MemleakOptions, ProbeKind, RecordConfig};
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
-use crate::report::ReportOptions;
+use crate::report::{ReportConfig, ReportOptions};
 use crate::target::TargetSpec;
 use crate::unwind::UnwindMode;
 
@@ -70,9 +70,10 @@ pub struct RecordArgs {
     /// Profile the whole machine (the default when no target is given).
     #[arg(short, long, conflicts_with = "pids")]
     pub all: bool,
-    /// How long to record: e.g. 500ms, 30s, 2m.
-    #[arg(short, long, default_value = "10s", value_parser = parse_duration_arg)]
-    pub duration: Duration,
+    /// How long to record: e.g. 500ms, 30s, 2m [default: 10s; with a
+    /// command: until it exits].
+    #[arg(short, long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
     /// Samples per second on each CPU.
     #[arg(short = 'F', long, default_value_t = 99, value_parser = parse_frequency_arg)]
     pub frequency: u64,
@@ -338,9 +339,14 @@ impl RecordArgs {
         };
         let destination = Destination::parse(&self.output);
         let format = output_format(self.format, &destination)?;
+        let duration = match (self.duration, &target) {
+            (Some(d), _) => Some(d),
+            (None, TargetSpec::Command(_)) => None,
+            (None, _) => Some(config::DEFAULT_DURATION),
+        };
         Ok(RecordConfig {
             target,
-            duration: self.duration,
+            duration,
             frequency: self.frequency,
             destination,
             format,
@@ -382,7 +388,11 @@ mod tests {
     fn defaults() {
         let c = record(&[]).unwrap();
         assert_eq!(c.target, TargetSpec::System);
-        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(c.duration, Some(Duration::from_secs(10)));
+        let c = record(&["--", "true"]).unwrap();
+        assert_eq!(c.duration, None, "a command is recorded until it exits");
+        let c = record(&["-d", "2s", "--", "true"]).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_secs(2)));
         assert_eq!(c.frequency, 99);
         assert_eq!(c.format, Format::Svg);
         assert!(c.threads);

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
-use crate::report::ReportOptions;
 use crate::target::TargetSpec;
 use crate::unwind::UnwindMode;
+
+/// How long `record` records when not told (and not running a command).
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 /// Highest sampling frequency accepted (per CPU).
 pub const MAX_FREQUENCY: u64 = 50_000;
@@ -16,7 +18,8 @@ pub const MAX_FREQUENCY: u64 = 50_000;
 #[derive(Clone, Debug)]
 pub struct RecordConfig {
     pub target: TargetSpec,
-    pub duration: Duration,
+    /// How long to record; `None`: until the launched command exits.
+    pub duration: Option<Duration>,
     pub frequency: u64,
     pub destination: Destination,
     pub format: Format,
@@ -38,15 +41,6 @@ pub struct RecordConfig {
     pub memleak: MemleakOptions,
 }
 
-/// Everything `report` needs.
-#[derive(Clone, Debug)]
-pub struct ReportConfig {
-    /// Profile file; `-` is standard input.
-    pub input: PathBuf,
-    pub options: ReportOptions,
-    pub json: bool,
-}
-
 /// Everything `convert` needs.
 #[derive(Clone, Debug)]
 pub struct ConvertConfig {
@@ -59,27 +53,7 @@ pub struct ConvertConfig {
     pub svg: SvgOptions,
 }
 
-/// What a recording measures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProbeKind {
-    /// On-CPU stacks, sampled (flame graph of CPU time).
-    #[default]
-    Cpu,
-    /// User-space memory allocated during the recording and not freed by its end.
-    Memleak,
-    /// Kernel memory (slab and pages) allocated during the recording and not freed.
-    Kmemleak,
-}
-
-impl ProbeKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ProbeKind::Cpu => "cpu",
-            ProbeKind::Memleak => "memleak",
-            ProbeKind::Kmemleak => "kmemleak",
-        }
-    }
-}
+pub use crate::profile::ProbeKind;
 
 /// Default of `--min-age`: allocations younger than this at the end of the
 /// recording are in flight rather than leaked (see README).
@@ -178,7 +152,7 @@ pub fn parse_stack_size(s: &str) -> Result<u32, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("invalid stack size '{s}': expected bytes or e.g. 16K"))?;
-    let max = crate::probe::cpu::MAX_STACK_COPY;
+    let max = crate::unwind::MAX_STACK_COPY;
     if !(4096..=max).contains(&bytes) {
         return Err(format!(
             "stack size '{s}' is out of range: use 4K to {}K (the BPF ring buffer record limit)",

@@ -120,7 +120,30 @@ pub fn proc_path(pid: u32, file: &str) -> PathBuf {
 }
 
 pub fn read_maps(pid: u32) -> io::Result<Vec<MapEntry>> {
-    Ok(parse_maps(&fs::read_to_string(proc_path(pid, "maps"))?))
+    Ok(parse_maps(&read_maps_text(pid)?))
+}
+
+/// The text of `/proc/PID/maps` (to tell whether the maps changed).
+pub fn read_maps_text(pid: u32) -> io::Result<String> {
+    fs::read_to_string(proc_path(pid, "maps"))
+}
+
+/// The (device, inode) of the executable process `pid` runs.
+pub fn exe_key(pid: u32) -> io::Result<crate::process::FileKey> {
+    fs::metadata(proc_path(pid, "exe")).map(|m| crate::process::FileKey::of_metadata(&m))
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold
+/// spaces and parentheses): the state is the first.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().collect())
+}
+
+/// The process start time in clock ticks after boot (field 22 of
+/// `/proc/PID/stat`).
+pub fn parse_stat_start_time(stat: &str) -> Option<u64> {
+    stat_fields(stat)?.get(19)?.parse().ok()
 }
 
 pub fn read_status(pid: u32) -> io::Result<Status> {
@@ -135,14 +158,12 @@ pub fn read_comm(pid: u32, tid: u32) -> io::Result<String> {
 
 /// True while a process with this pid exists (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(proc_path(pid, "stat")) {
-        // State is the field after the parenthesised comm.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
+    let Ok(stat) = fs::read_to_string(proc_path(pid, "stat")) else {
+        return false;
+    };
+    stat_fields(&stat)
+        .and_then(|f| f.first().copied())
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 #[cfg(test)]
@@ -197,6 +218,14 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(s.nspid, [4242, 1]);
         assert_eq!(s.cap_eff, 0x1ff_ffff_ffff);
         assert_eq!(s.umask, Some(0o022));
+    }
+
+    #[test]
+    fn parses_stat_start_time() {
+        let stat = "4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 98 0 0 0 1 2 0 0 20 0 1 0 \
+                    123456 2531328 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
+        assert_eq!(parse_stat_start_time(stat), Some(123456));
+        assert_eq!(parse_stat_start_time("garbage"), None);
     }
 
     #[test]

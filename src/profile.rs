@@ -13,24 +13,132 @@ pub type LocationId = usize;
 /// Index into [`Profile::modules`].
 pub type ModuleId = usize;
 
-/// What a stack's weight measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unit {
-    /// On-CPU samples taken every `period_ns` nanoseconds.
-    Samples { period_ns: u64 },
-    /// Bytes of memory (count = number of allocations).
-    Bytes,
-    /// Plain counts of unknown meaning (e.g. converted folded files).
-    Count,
+/// What one of a stack's values measures: pprof's `ValueType`, such as
+/// `samples/count`, `cpu/nanoseconds`, `inuse_space/bytes` or
+/// `offcpu/nanoseconds`. Sample types are data: writers and readers
+/// handle any of them, knowing only the few units in [`units`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ValueType {
+    pub name: String,
+    pub unit: String,
 }
 
-impl Unit {
-    /// Human name of the weight, used in SVG and report headings.
+impl ValueType {
+    pub fn new(name: &str, unit: &str) -> Self {
+        ValueType {
+            name: name.to_string(),
+            unit: unit.to_string(),
+        }
+    }
+
+    /// A value in this unit for people: `10.1 ms`, `1.5 MiB`, `42`.
+    pub fn format(&self, v: u64) -> String {
+        units::format(&self.unit, v)
+    }
+
+    /// What one of these is called in a sentence ("10 allocations"): the
+    /// usual word for pprof's well-known names, else the name itself.
+    pub fn noun(&self) -> &str {
+        match self.name.as_str() {
+            "inuse_objects" | "alloc_objects" => "allocations",
+            "inuse_space" | "alloc_space" => "bytes",
+            name => name,
+        }
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.name, self.unit)
+    }
+}
+
+/// The units flameprobe knows how to show; any other is shown as a count.
+pub mod units {
+    pub const COUNT: &str = "count";
+    pub const NANOSECONDS: &str = "nanoseconds";
+    pub const BYTES: &str = "bytes";
+
+    /// A value for people: durations for nanoseconds (`10.1 ms`), binary
+    /// sizes for bytes (`1.5 MiB`), the plain number otherwise.
+    pub fn format(unit: &str, v: u64) -> String {
+        if v == 0 {
+            return "0".into();
+        }
+        match unit {
+            NANOSECONDS => {
+                let f = v as f64;
+                if v >= 1_000_000_000 {
+                    format!("{:.2} s", f / 1e9)
+                } else if v >= 1_000_000 {
+                    format!("{:.1} ms", f / 1e6)
+                } else if v >= 1_000 {
+                    format!("{:.1} us", f / 1e3)
+                } else {
+                    format!("{v} ns")
+                }
+            }
+            BYTES => {
+                const NAMES: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+                let mut f = v as f64;
+                let mut u = 0;
+                while f >= 1024.0 && u + 1 < NAMES.len() {
+                    f /= 1024.0;
+                    u += 1;
+                }
+                if u == 0 {
+                    format!("{v} B")
+                } else {
+                    format!("{f:.1} {}", NAMES[u])
+                }
+            }
+            _ => v.to_string(),
+        }
+    }
+}
+
+/// Which probe recorded a profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ProbeKind {
+    /// On-CPU stacks, sampled (flame graph of CPU time).
+    #[default]
+    Cpu,
+    /// User-space memory allocated during the recording and not freed by its end.
+    Memleak,
+    /// Kernel memory (slab and pages) allocated during the recording and not freed.
+    Kmemleak,
+}
+
+impl ProbeKind {
+    pub const ALL: &'static [ProbeKind] =
+        &[ProbeKind::Cpu, ProbeKind::Memleak, ProbeKind::Kmemleak];
+
     pub fn name(self) -> &'static str {
         match self {
-            Unit::Samples { .. } => "samples",
-            Unit::Bytes => "bytes",
-            Unit::Count => "count",
+            ProbeKind::Cpu => "cpu",
+            ProbeKind::Memleak => "memleak",
+            ProbeKind::Kmemleak => "kmemleak",
+        }
+    }
+
+    /// The probe with this name (as pprof comments carry it).
+    pub fn from_name(name: &str) -> Option<ProbeKind> {
+        Self::ALL.iter().copied().find(|p| p.name() == name)
+    }
+
+    /// Default title of its flame graphs.
+    pub fn title(self) -> &'static str {
+        match self {
+            ProbeKind::Cpu => "CPU Flame Graph",
+            ProbeKind::Memleak | ProbeKind::Kmemleak => "Memory Flame Graph (outstanding bytes)",
+        }
+    }
+
+    /// Default palette of its flame graphs (an inferno palette name).
+    pub fn palette(self) -> &'static str {
+        match self {
+            ProbeKind::Cpu => "java",
+            ProbeKind::Memleak | ProbeKind::Kmemleak => "mem",
         }
     }
 }
@@ -103,10 +211,8 @@ pub struct Stack {
     pub labels: Labels,
     /// Root first.
     pub locations: Vec<LocationId>,
-    /// Primary weight in the profile's [`Unit`] (samples, bytes, ...).
-    pub weight: u64,
-    /// Number of events (samples, allocations) merged into this stack.
-    pub count: u64,
+    /// One value per [`Profile::sample_types`].
+    pub values: Vec<u64>,
 }
 
 /// Facts about the recording, for titles, summaries and pprof headers.
@@ -122,15 +228,29 @@ pub struct Meta {
     pub frequency: Option<u64>,
     /// Events lost in transit (ring buffer full, maps full).
     pub lost: u64,
-    /// Name of the probe that produced the profile ("cpu", "memleak").
-    pub probe: String,
+    /// The probe that recorded the profile (`None` for converted files
+    /// that do not say).
+    pub probe: Option<ProbeKind>,
 }
 
 /// The profile: interned locations and modules, aggregated stacks.
+///
+/// Every stack carries one value per sample type. Their roles follow from
+/// the types, the same way for every probe and every input:
+/// - the first is the flame graph's width (and the folded count);
+/// - the first whose unit is not `count` is what reports show (time or
+///   bytes), the width when there is none ([`Profile::display_index`]);
+/// - the last whose unit is `count` counts the events merged into a stack
+///   (samples, allocations, blocked episodes: [`Profile::events_index`]).
 #[derive(Clone, Debug)]
 pub struct Profile {
-    pub unit: Unit,
+    pub sample_types: Vec<ValueType>,
+    /// pprof's period: each sample stands for this much of this type (the
+    /// sampling period of CPU profiles).
+    pub period: Option<(ValueType, u64)>,
     pub meta: Meta,
+    /// Some value did not fit in 64 bits and was saturated.
+    pub saturated: bool,
     pub modules: Vec<Module>,
     pub locations: Vec<Location>,
     pub stacks: Vec<Stack>,
@@ -140,10 +260,13 @@ pub struct Profile {
 }
 
 impl Profile {
-    pub fn new(unit: Unit, meta: Meta) -> Self {
+    pub fn new(sample_types: Vec<ValueType>, meta: Meta) -> Self {
+        assert!(!sample_types.is_empty(), "a profile has a sample type");
         Profile {
-            unit,
+            sample_types,
+            period: None,
             meta,
+            saturated: false,
             modules: Vec::new(),
             locations: Vec::new(),
             stacks: Vec::new(),
@@ -184,30 +307,61 @@ impl Profile {
         })
     }
 
-    /// Adds `weight`/`count` to the stack with these labels and locations.
-    pub fn add(&mut self, labels: Labels, locations: Vec<LocationId>, weight: u64, count: u64) {
+    /// Adds `values` (one per sample type) to the stack with these labels
+    /// and locations. Sums saturate (and set [`Profile::saturated`]).
+    pub fn add(&mut self, labels: Labels, locations: Vec<LocationId>, values: &[u64]) {
+        debug_assert_eq!(values.len(), self.sample_types.len());
         let key = (labels, locations);
         if let Some(&i) = self.stack_index.get(&key) {
-            self.stacks[i].weight += weight;
-            self.stacks[i].count += count;
+            for (sum, v) in self.stacks[i].values.iter_mut().zip(values) {
+                let (new, overflow) = sum.overflowing_add(*v);
+                *sum = if overflow { u64::MAX } else { new };
+                self.saturated |= overflow;
+            }
             return;
         }
         let (labels, locations) = key.clone();
         self.stack_index.insert(key, self.stacks.len());
+        let mut v = values.to_vec();
+        v.resize(self.sample_types.len(), 0);
         self.stacks.push(Stack {
             labels,
             locations,
-            weight,
-            count,
+            values: v,
         });
     }
 
-    pub fn total_weight(&self) -> u64 {
-        self.stacks.iter().map(|s| s.weight).sum()
+    /// The value flame graphs are drawn with (and folded files count).
+    pub const WIDTH: usize = 0;
+
+    /// The value reports show: the first in time or bytes (any unit but
+    /// `count`), else the width.
+    pub fn display_index(&self) -> usize {
+        self.sample_types
+            .iter()
+            .position(|t| t.unit != units::COUNT)
+            .unwrap_or(Self::WIDTH)
     }
 
-    pub fn total_count(&self) -> u64 {
-        self.stacks.iter().map(|s| s.count).sum()
+    /// The value counting events (samples, allocations): the last in
+    /// `count`, else the width.
+    pub fn events_index(&self) -> usize {
+        self.sample_types
+            .iter()
+            .rposition(|t| t.unit == units::COUNT)
+            .unwrap_or(Self::WIDTH)
+    }
+
+    /// Sum of value `index` over every stack (saturating).
+    pub fn total(&self, index: usize) -> u64 {
+        self.stacks
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.values[index]))
+    }
+
+    /// Sum of the width over every stack.
+    pub fn total_width(&self) -> u64 {
+        self.total(Self::WIDTH)
     }
 
     /// The frame names of a stack, root first, as flame graphs show them:
@@ -236,7 +390,8 @@ impl Profile {
                 }
                 None => continue,
             };
-            *by_name.entry(name).or_default() += stack.weight;
+            let w = by_name.entry(name).or_default();
+            *w = w.saturating_add(stack.values[Self::WIDTH]);
         }
         let mut v: Vec<(String, u64)> = by_name.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -300,15 +455,39 @@ fn sanitize(name: &str) -> String {
     }
 }
 
-impl fmt::Display for Unit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cpu_types() -> Vec<ValueType> {
+        vec![
+            ValueType::new("samples", units::COUNT),
+            ValueType::new("cpu", units::NANOSECONDS),
+        ]
+    }
+
+    #[test]
+    fn value_roles_follow_from_the_types() {
+        let p = Profile::new(cpu_types(), Meta::default());
+        assert_eq!((p.display_index(), p.events_index()), (1, 0));
+        let mem = Profile::new(
+            vec![
+                ValueType::new("inuse_space", units::BYTES),
+                ValueType::new("inuse_objects", units::COUNT),
+            ],
+            Meta::default(),
+        );
+        assert_eq!((mem.display_index(), mem.events_index()), (0, 1));
+        assert_eq!(ValueType::new("x", units::BYTES).format(1536), "1.5 KiB");
+        assert_eq!(units::format(units::NANOSECONDS, 10_101_010), "10.1 ms");
+        assert_eq!(units::format(units::NANOSECONDS, 2_500_000_000), "2.50 s");
+        assert_eq!(units::format(units::BYTES, 10), "10 B");
+        assert_eq!(units::format(units::COUNT, 7), "7");
+        assert_eq!(units::format(units::NANOSECONDS, 0), "0");
+        for p in ProbeKind::ALL {
+            assert_eq!(ProbeKind::from_name(p.name()), Some(*p));
+        }
+    }
 
     fn labels(pid: u32, thread: &str) -> Labels {
         Labels {
@@ -322,21 +501,30 @@ mod tests {
 
     #[test]
     fn add_aggregates_identical_stacks() {
-        let mut p = Profile::new(Unit::Samples { period_ns: 10 }, Meta::default());
+        let mut p = Profile::new(cpu_types(), Meta::default());
         let a = p.intern_named(FrameKind::User, "main");
         let b = p.intern_named(FrameKind::User, "work");
         assert_eq!(a, p.intern_named(FrameKind::User, "main"));
-        p.add(labels(1, "t"), vec![a, b], 1, 1);
-        p.add(labels(1, "t"), vec![a, b], 2, 2);
-        p.add(labels(2, "t"), vec![a, b], 1, 1);
+        p.add(labels(1, "t"), vec![a, b], &[1, 10]);
+        p.add(labels(1, "t"), vec![a, b], &[2, 20]);
+        p.add(labels(2, "t"), vec![a, b], &[1, 10]);
         assert_eq!(p.stacks.len(), 2);
-        assert_eq!(p.stacks[0].weight, 3);
-        assert_eq!(p.total_weight(), 4);
+        assert_eq!(p.stacks[0].values, [3, 30]);
+        assert_eq!(p.total_width(), 4);
+        assert_eq!(p.total(1), 40);
+        assert!(!p.saturated);
+        p.add(labels(2, "t"), vec![a, b], &[u64::MAX, 0]);
+        assert_eq!(p.stacks[1].values[0], u64::MAX, "saturates");
+        assert_eq!(p.total_width(), u64::MAX);
+        assert!(p.saturated);
     }
 
     #[test]
     fn frame_names_put_labels_first_and_mark_kernel() {
-        let mut p = Profile::new(Unit::Count, Meta::default());
+        let mut p = Profile::new(
+            vec![ValueType::new("samples", units::COUNT)],
+            Meta::default(),
+        );
         let inl = p.intern_location(Location {
             kind: FrameKind::User,
             module: None,
@@ -344,7 +532,7 @@ mod tests {
             lines: vec![Line::named("inner"), Line::named("outer")],
         });
         let k = p.intern_named(FrameKind::Kernel, "do_syscall_64");
-        p.add(labels(7, "worker"), vec![inl, k], 1, 1);
+        p.add(labels(7, "worker"), vec![inl, k], &[1]);
         let names = p.frame_names(&p.stacks[0], &FrameNameOptions { threads: true });
         assert_eq!(
             names,
@@ -369,13 +557,16 @@ mod tests {
 
     #[test]
     fn top_self_sorts_by_weight_then_name() {
-        let mut p = Profile::new(Unit::Count, Meta::default());
+        let mut p = Profile::new(
+            vec![ValueType::new("samples", units::COUNT)],
+            Meta::default(),
+        );
         let m = p.intern_named(FrameKind::User, "main");
         let x = p.intern_named(FrameKind::User, "x");
         let y = p.intern_named(FrameKind::User, "y");
-        p.add(Labels::default(), vec![m, x], 5, 5);
-        p.add(Labels::default(), vec![m, y], 5, 5);
-        p.add(Labels::default(), vec![m], 1, 1);
+        p.add(Labels::default(), vec![m, x], &[5]);
+        p.add(Labels::default(), vec![m, y], &[5]);
+        p.add(Labels::default(), vec![m], &[1]);
         assert_eq!(
             p.top_self(),
             [

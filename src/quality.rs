@@ -51,10 +51,13 @@ impl StackQuality {
     }
 }
 
-/// Assesses every stack of a profile (weights are sample counts).
+/// Assesses every stack of a profile (shares of its events: samples,
+/// allocations).
 pub fn assess(profile: &Profile) -> StackQuality {
     let mut q = StackQuality::default();
+    let events = profile.events_index();
     for stack in &profile.stacks {
+        let count = stack.values[events];
         let locs: Vec<&Location> = stack
             .locations
             .iter()
@@ -70,13 +73,13 @@ pub fn assess(profile: &Profile) -> StackQuality {
         if user.is_empty() && !truncated {
             continue;
         }
-        q.user_samples += stack.count;
+        q.user_samples += count;
         if truncated {
-            q.truncated += stack.count;
+            q.truncated += count;
         } else if user.first().is_some_and(|root| {
             ENTRY_POINTS.contains(&root.lines.last().map_or("", |l| l.function.as_str()))
         }) {
-            q.reached_entry += stack.count;
+            q.reached_entry += count;
         }
         let mut seen: Vec<String> = Vec::new();
         for l in &user {
@@ -87,7 +90,7 @@ pub fn assess(profile: &Profile) -> StackQuality {
             }
         }
         for m in seen {
-            *q.unsymbolized.entry(m).or_default() += stack.count;
+            *q.unsymbolized.entry(m).or_default() += count;
         }
     }
     q
@@ -141,11 +144,14 @@ impl fmt::Display for StackQuality {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Labels, Line, Meta, Module, Unit};
+    use crate::profile::{units, Labels, Line, Meta, Module, ValueType};
 
     #[test]
     fn counts_entry_truncated_and_unsymbolized() {
-        let mut p = Profile::new(Unit::Samples { period_ns: 1 }, Meta::default());
+        let mut p = Profile::new(
+            vec![ValueType::new("samples", units::COUNT)],
+            Meta::default(),
+        );
         let m = p.intern_module(Module {
             path: "/usr/lib/libfoo.so".into(),
             build_id: None,
@@ -163,10 +169,10 @@ mod tests {
             lines: vec![Line::named("libfoo.so+0x1a2b")],
         });
         let k = p.intern_named(FrameKind::Kernel, "schedule");
-        p.add(Labels::default(), vec![start, main], 6, 6);
-        p.add(Labels::default(), vec![trunc, main, unsym], 3, 3);
-        p.add(Labels::default(), vec![main], 1, 1);
-        p.add(Labels::default(), vec![k], 5, 5); // kernel thread: not counted
+        p.add(Labels::default(), vec![start, main], &[6]);
+        p.add(Labels::default(), vec![trunc, main, unsym], &[3]);
+        p.add(Labels::default(), vec![main], &[1]);
+        p.add(Labels::default(), vec![k], &[5]); // kernel thread: not counted
         let q = assess(&p);
         assert_eq!(q.user_samples, 10);
         assert_eq!(q.reached_entry, 6);

@@ -15,8 +15,16 @@ use std::io::Write as _;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::config::ReportConfig;
-use crate::profile::{label_frames, FrameNameOptions, Profile, Unit};
+use crate::profile::{label_frames, units, FrameNameOptions, Profile};
+
+/// Everything `report` needs.
+#[derive(Clone, Debug)]
+pub struct ReportConfig {
+    /// Profile file; `-` is standard input.
+    pub input: std::path::PathBuf,
+    pub options: ReportOptions,
+    pub json: bool,
+}
 
 /// What to report.
 #[derive(Clone, Debug)]
@@ -73,12 +81,16 @@ pub struct TreeNode {
 /// The report data, printed as text or serialized as JSON.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// What every value is: the profile's sample type shown (e.g. `cpu`).
+    pub value: String,
     /// Unit of every value: "nanoseconds", "bytes" or "count".
-    pub unit: &'static str,
+    pub unit: String,
     /// Total weight of the whole profile.
     pub total: u64,
-    /// Total samples (events) of the whole profile.
+    /// Total events (samples, allocations) of the whole profile.
     pub count: u64,
+    /// What the counts count ("samples", "allocations").
+    pub events: String,
     /// Sampling period of CPU profiles.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_ns: Option<u64>,
@@ -109,18 +121,19 @@ struct FunctionTotals {
 
 /// Builds the report for a profile.
 pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
-    let (unit, scale, period_ns) = match profile.unit {
-        Unit::Samples { period_ns } if period_ns > 0 => ("nanoseconds", period_ns, Some(period_ns)),
-        Unit::Samples { .. } | Unit::Count => ("count", 1, None),
-        Unit::Bytes => ("bytes", 1, None),
+    let (display, events) = (profile.display_index(), profile.events_index());
+    let period_ns = match &profile.period {
+        Some((t, p)) if t.unit == units::NANOSECONDS => Some(*p),
+        _ => None,
     };
     let names_opts = FrameNameOptions { threads: true };
-    let total_weight = profile.total_weight();
+    let total_weight = profile.total(display);
     let mut nodes = vec![Building::default()];
     let mut functions: HashMap<String, FunctionTotals> = HashMap::new();
     let mut focused = 0u64;
     for stack in &profile.stacks {
-        if stack.weight == 0 && stack.count == 0 {
+        let (weight, count) = (stack.values[display], stack.values[events]);
+        if weight == 0 && count == 0 {
             continue;
         }
         let names = profile.frame_names(stack, &names_opts);
@@ -129,7 +142,7 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
                 continue;
             }
         }
-        focused += stack.weight;
+        focused = focused.saturating_add(weight);
         let mut at = 0;
         for name in &names {
             let next = match nodes[at].children.get(name) {
@@ -142,8 +155,8 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
                 }
             };
             at = next;
-            nodes[at].weight += stack.weight;
-            nodes[at].count += stack.count;
+            nodes[at].weight = nodes[at].weight.saturating_add(weight);
+            nodes[at].count = nodes[at].count.saturating_add(count);
         }
         // Functions: the frames below the label frames, each counted once
         // per stack however often it recurses.
@@ -156,11 +169,12 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
             }
             seen.push(name);
             let f = functions.entry(name.clone()).or_default();
-            f.total += stack.weight;
-            f.count += stack.count;
+            f.total = f.total.saturating_add(weight);
+            f.count = f.count.saturating_add(count);
         }
         if let Some(leaf) = funcs.last() {
-            functions.entry(leaf.clone()).or_default().self_weight += stack.weight;
+            let f = functions.entry(leaf.clone()).or_default();
+            f.self_weight = f.self_weight.saturating_add(weight);
         }
     }
 
@@ -175,9 +189,9 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
         .into_iter()
         .map(|(name, f)| TopRow {
             name,
-            self_value: f.self_weight * scale,
+            self_value: f.self_weight,
             self_percent: percent(f.self_weight),
-            total: f.total * scale,
+            total: f.total,
             total_percent: percent(f.total),
             count: f.count,
         })
@@ -192,14 +206,17 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
         top.truncate(opts.top);
     }
 
-    let tree = children(&nodes, 0, &|w| w * scale, &percent, opts.min_percent);
+    let tree = children(&nodes, 0, &percent, opts.min_percent);
+    let shown = &profile.sample_types[display];
     Report {
-        unit,
-        total: total_weight * scale,
-        count: profile.total_count(),
+        value: shown.name.clone(),
+        unit: shown.unit.clone(),
+        total: total_weight,
+        count: profile.total(events),
+        events: profile.sample_types[events].noun().to_string(),
         period_ns,
         focus: opts.focus.as_ref().map(|r| r.as_str().to_string()),
-        focused_total: focused * scale,
+        focused_total: focused,
         min_percent: opts.min_percent,
         top,
         tree,
@@ -209,7 +226,6 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
 fn children(
     nodes: &[Building],
     at: usize,
-    scale: &dyn Fn(u64) -> u64,
     percent: &dyn Fn(u64) -> f64,
     min_percent: f64,
 ) -> Vec<TreeNode> {
@@ -222,11 +238,11 @@ fn children(
             let below: u64 = n.children.values().map(|&c| nodes[c].weight).sum();
             TreeNode {
                 name: name.clone(),
-                total: scale(n.weight),
+                total: n.weight,
                 total_percent: percent(n.weight),
-                self_value: scale(n.weight - below),
+                self_value: n.weight.saturating_sub(below),
                 count: n.count,
-                children: children(nodes, i, scale, percent, min_percent),
+                children: children(nodes, i, percent, min_percent),
             }
         })
         .collect();
@@ -249,53 +265,13 @@ pub fn run(config: &ReportConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A value in the report's unit for people: `10.1 ms`, `1.5 MiB`, `42`.
-pub fn format_value(unit: &str, v: u64) -> String {
-    if v == 0 {
-        return "0".into();
-    }
-    match unit {
-        "nanoseconds" => {
-            let f = v as f64;
-            if v >= 1_000_000_000 {
-                format!("{:.2} s", f / 1e9)
-            } else if v >= 1_000_000 {
-                format!("{:.1} ms", f / 1e6)
-            } else if v >= 1_000 {
-                format!("{:.1} us", f / 1e3)
-            } else {
-                format!("{v} ns")
-            }
-        }
-        "bytes" => {
-            const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-            let mut f = v as f64;
-            let mut u = 0;
-            while f >= 1024.0 && u + 1 < UNITS.len() {
-                f /= 1024.0;
-                u += 1;
-            }
-            if u == 0 {
-                format!("{v} B")
-            } else {
-                format!("{f:.1} {}", UNITS[u])
-            }
-        }
-        _ => v.to_string(),
-    }
-}
-
 /// The report as text for a terminal.
 pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> String {
-    let fv = |v: u64| format_value(report.unit, v);
-    let count_name = match profile.unit {
-        Unit::Bytes => "allocs",
-        Unit::Samples { .. } => "samples",
-        Unit::Count => "count",
-    };
+    let fv = |v: u64| units::format(&report.unit, v);
+    let count_name = report.events.as_str();
     let mut out = String::new();
     let mut head = format!("Total: {}", fv(report.total));
-    if report.unit != "count" {
+    if report.unit != units::COUNT {
         let _ = write!(head, " in {} {count_name}", report.count);
     }
     let m = &profile.meta;
@@ -303,7 +279,7 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
         let _ = write!(head, ", {hz} Hz");
     }
     if let Some(p) = report.period_ns {
-        let _ = write!(head, " (period {})", format_value("nanoseconds", p));
+        let _ = write!(head, " (period {})", units::format(units::NANOSECONDS, p));
     }
     if !m.target.is_empty() {
         let _ = write!(head, ", {}", m.target);
@@ -326,7 +302,7 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
         );
     }
 
-    let _ = writeln!(out, "\nTop functions by self {}:", self_word(profile.unit));
+    let _ = writeln!(out, "\nTop functions by self {}:", self_word(&report.unit));
     let _ = writeln!(
         out,
         "{:>12} {:>7} {:>12} {:>7} {:>9}  function",
@@ -379,11 +355,11 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
     out
 }
 
-fn self_word(unit: Unit) -> &'static str {
+fn self_word(unit: &str) -> &'static str {
     match unit {
-        Unit::Samples { .. } => "time",
-        Unit::Bytes => "bytes",
-        Unit::Count => "weight",
+        units::NANOSECONDS => "time",
+        units::BYTES => "bytes",
+        _ => "weight",
     }
 }
 
@@ -417,7 +393,7 @@ main 1
     fn tree_and_top_numbers() {
         let p = folded::parse("t", FIXTURE).unwrap();
         let r = build(&p, &ReportOptions::default());
-        assert_eq!((r.total, r.count, r.unit), (11, 11, "count"));
+        assert_eq!((r.total, r.count, r.unit.as_str()), (11, 11, "count"));
         let main = node(&r.tree, "main");
         assert_eq!((main.total, main.self_value, main.count), (11, 1, 11));
         let a = node(&main.children, "a");
@@ -458,31 +434,25 @@ main 1
 
     #[test]
     fn cpu_weights_are_time() {
+        use crate::profile::ValueType;
+        let cpu = ValueType::new("cpu", units::NANOSECONDS);
         let mut p = Profile::new(
-            Unit::Samples {
-                period_ns: 10_101_010,
-            },
+            vec![ValueType::new("samples", units::COUNT), cpu.clone()],
             crate::profile::Meta::default(),
         );
+        p.period = Some((cpu, 10_101_010));
         let m = p.intern_named(crate::profile::FrameKind::User, "main");
-        p.add(crate::profile::Labels::default(), vec![m], 3, 3);
+        p.add(crate::profile::Labels::default(), vec![m], &[3, 30_303_030]);
         let r = build(&p, &ReportOptions::default());
         assert_eq!(r.unit, "nanoseconds");
         assert_eq!(r.total, 30_303_030);
         assert_eq!(r.count, 3);
+        assert_eq!(r.period_ns, Some(10_101_010));
         let text = render_text(&p, &r, &ReportOptions::default());
         assert!(text.contains("30.3 ms"), "{text}");
+        assert!(text.contains("in 3 samples"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap();
         assert_eq!(json["top"][0]["self"], 30_303_030);
-    }
-
-    #[test]
-    fn formats_values() {
-        assert_eq!(format_value("nanoseconds", 10_101_010), "10.1 ms");
-        assert_eq!(format_value("nanoseconds", 2_500_000_000), "2.50 s");
-        assert_eq!(format_value("bytes", 1536), "1.5 KiB");
-        assert_eq!(format_value("bytes", 10), "10 B");
-        assert_eq!(format_value("count", 7), "7");
-        assert_eq!(format_value("nanoseconds", 0), "0");
+        assert_eq!(json["value"], "cpu");
     }
 }

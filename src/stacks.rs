@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::process::{FileKey, ModuleFile, ProcessTable};
-use crate::profile::{FrameKind, Labels, Line, Location, Meta, Module, Profile, Unit};
+use crate::profile::{FrameKind, Labels, Line, Location, Meta, Module, Profile, ValueType};
 use crate::symbolize::Symbolizer;
 
 /// One user frame, normalized.
@@ -55,7 +55,8 @@ struct ModuleSeen {
 #[derive(Default)]
 pub struct StackCollector {
     pub table: ProcessTable,
-    stacks: HashMap<RawStack, (u64, u64)>,
+    /// Values per stack, one per sample type of the recording.
+    stacks: HashMap<RawStack, Vec<u64>>,
     modules: BTreeMap<FileKey, ModuleSeen>,
 }
 
@@ -103,10 +104,15 @@ impl StackCollector {
         }
     }
 
-    pub fn add(&mut self, stack: RawStack, weight: u64, count: u64) {
+    /// Adds one value per sample type to a stack (saturating).
+    pub fn add(&mut self, stack: RawStack, values: &[u64]) {
         let e = self.stacks.entry(stack).or_default();
-        e.0 += weight;
-        e.1 += count;
+        if e.len() < values.len() {
+            e.resize(values.len(), 0);
+        }
+        for (sum, v) in e.iter_mut().zip(values) {
+            *sum = sum.saturating_add(*v);
+        }
     }
 
     /// Number of distinct raw stacks so far.
@@ -118,8 +124,14 @@ impl StackCollector {
         self.stacks.is_empty()
     }
 
-    /// Symbolizes everything (batched per binary) and builds the profile.
-    pub fn into_profile(self, unit: Unit, meta: Meta, symbolizer: &mut Symbolizer) -> Profile {
+    /// Symbolizes everything (batched per binary) and builds the profile,
+    /// whose stacks carry values of `sample_types`.
+    pub fn into_profile(
+        self,
+        sample_types: Vec<ValueType>,
+        meta: Meta,
+        symbolizer: &mut Symbolizer,
+    ) -> Profile {
         let mut kernel_addrs = Vec::new();
         let mut offsets: BTreeMap<FileKey, Vec<u64>> = BTreeMap::new();
         for stack in self.stacks.keys() {
@@ -137,7 +149,7 @@ impl StackCollector {
             }
         }
 
-        let mut profile = Profile::new(unit, meta);
+        let mut profile = Profile::new(sample_types, meta);
         let mut module_ids = HashMap::new();
         for (key, seen) in &self.modules {
             let id = profile.intern_module(Module {
@@ -150,9 +162,9 @@ impl StackCollector {
             module_ids.insert(*key, id);
         }
         // Deterministic order: sort raw stacks before interning.
-        let mut stacks: Vec<(RawStack, (u64, u64))> = self.stacks.into_iter().collect();
+        let mut stacks: Vec<(RawStack, Vec<u64>)> = self.stacks.into_iter().collect();
         stacks.sort_by(|a, b| (&a.0.labels, &a.0.kernel).cmp(&(&b.0.labels, &b.0.kernel)));
-        for (stack, (weight, count)) in stacks {
+        for (stack, values) in stacks {
             let mut locs = Vec::with_capacity(stack.kernel.len() + stack.user.len() + 1);
             if stack.truncated {
                 locs.push(profile.intern_named(FrameKind::Special, "[truncated]"));
@@ -173,7 +185,7 @@ impl StackCollector {
                     lines,
                 }));
             }
-            profile.add(stack.labels, locs, weight, count);
+            profile.add(stack.labels, locs, &values);
         }
         profile
     }
@@ -251,11 +263,12 @@ mod tests {
             user,
             truncated: true,
         };
-        c.add(raw.clone(), 2, 2);
-        c.add(raw, 1, 1);
-        let p = c.into_profile(Unit::Count, Meta::default(), &mut Symbolizer::new());
+        c.add(raw.clone(), &[2]);
+        c.add(raw, &[1]);
+        let types = vec![ValueType::new("samples", crate::profile::units::COUNT)];
+        let p = c.into_profile(types, Meta::default(), &mut Symbolizer::new());
         assert_eq!(p.stacks.len(), 1);
-        assert_eq!(p.stacks[0].weight, 3);
+        assert_eq!(p.stacks[0].values, [3]);
         let names = p.frame_names(&p.stacks[0], &Default::default());
         assert_eq!(
             names,

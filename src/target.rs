@@ -1,6 +1,6 @@
 //! What to profile: processes by pid, the whole machine, or a command that
-//! flameprobe launches. Each resolves to an in-kernel filter plus a way to
-//! tell when every target has gone.
+//! flameprobe launches. Each resolves to an in-kernel [`Filter`] (what the
+//! BPF programs record) plus a way to tell when every target has gone.
 
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
@@ -22,6 +22,40 @@ pub enum TargetSpec {
     Pids(Vec<u32>),
     /// A command flameprobe starts; it and its children are profiled.
     Command(Vec<OsString>),
+}
+
+/// Which tasks the BPF programs record (bpf/targets.h). flameprobe's own
+/// threads are never recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Every task on the machine.
+    All,
+    /// These processes (thread groups), and with `follow_children` the
+    /// processes they start, transitively.
+    Pids {
+        pids: Vec<u32>,
+        follow_children: bool,
+    },
+}
+
+impl Filter {
+    /// The processes named at the start (none for the whole machine).
+    pub fn pids(&self) -> &[u32] {
+        match self {
+            Filter::All => &[],
+            Filter::Pids { pids, .. } => pids,
+        }
+    }
+
+    pub fn follows_children(&self) -> bool {
+        matches!(
+            self,
+            Filter::Pids {
+                follow_children: true,
+                ..
+            }
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

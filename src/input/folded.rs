@@ -5,7 +5,7 @@
 //! writer suffixes again, so folded -> profile -> folded is lossless.
 
 use super::{InputError, Position};
-use crate::profile::{FrameKind, Labels, Meta, Profile, Unit};
+use crate::profile::{units, FrameKind, Labels, Meta, Profile, ValueType};
 
 /// Splits a folded frame name into its kind and function name.
 pub fn frame_kind(frame: &str) -> (FrameKind, &str) {
@@ -19,7 +19,11 @@ pub fn frame_kind(frame: &str) -> (FrameKind, &str) {
 }
 
 pub fn parse(name: &str, text: &str) -> Result<Profile, InputError> {
-    let mut profile = Profile::new(Unit::Count, Meta::default());
+    // Folded files carry no unit: plain counts.
+    let mut profile = Profile::new(
+        vec![ValueType::new("samples", units::COUNT)],
+        Meta::default(),
+    );
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -49,7 +53,7 @@ pub fn parse(name: &str, text: &str) -> Result<Profile, InputError> {
                 profile.intern_named(kind, function)
             })
             .collect();
-        profile.add(Labels::default(), locations, count, count);
+        profile.add(Labels::default(), locations, &[count]);
     }
     Ok(profile)
 }
@@ -75,8 +79,7 @@ mod tests {
     fn round_trips_through_the_writer() {
         let text = "[9]app;app;main;a;sys_read_[k] 1\n[9]app;app;main;b 5\nx;jitted_[j] 2\n";
         let p = parse("t", text).unwrap();
-        assert_eq!(p.total_weight(), 8);
-        assert_eq!(p.total_count(), 8);
+        assert_eq!(p.total_width(), 8);
         let mut out = Vec::new();
         folded::write(&p, &FrameNameOptions::default(), &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), text);
@@ -89,7 +92,7 @@ mod tests {
     fn merges_repeated_stacks_and_skips_blank_lines() {
         let p = parse("t", "a;b 1\n\r\n\na;b 2\r\n").unwrap();
         assert_eq!(p.stacks.len(), 1);
-        assert_eq!(p.stacks[0].weight, 3);
+        assert_eq!(p.stacks[0].values, [3]);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //!   processes, class names lose their leading `L`.
 
 use super::{InputError, Position};
-use crate::profile::{FrameKind, Labels, Line, Location, Meta, Module, Profile, Unit};
+use crate::profile::{units, FrameKind, Labels, Line, Location, Meta, Module, Profile, ValueType};
 
 /// A parsed event header.
 struct Header<'a> {
@@ -230,7 +230,7 @@ impl Folder<'_> {
                 ..Labels::default()
             };
             let stack = self.frames.iter().rev().copied().collect();
-            self.profile.add(labels, stack, self.weight, 1);
+            self.profile.add(labels, stack, &[self.weight, 1]);
             self.samples += 1;
         }
         self.frames.clear();
@@ -240,7 +240,15 @@ impl Folder<'_> {
 
 pub fn parse(name: &str, text: &str) -> Result<Profile, InputError> {
     let mut f = Folder {
-        profile: Profile::new(Unit::Count, Meta::default()),
+        // Each event weighs its period (named after the event below), and
+        // counts as one sample.
+        profile: Profile::new(
+            vec![
+                ValueType::new("period", units::COUNT),
+                ValueType::new("samples", units::COUNT),
+            ],
+            Meta::default(),
+        ),
         event_type: None,
         comm: String::new(),
         weight: 1,
@@ -307,7 +315,9 @@ pub fn parse(name: &str, text: &str) -> Result<Profile, InputError> {
             "perf script output without any stack (was it recorded with -g?)",
         ));
     }
-    f.profile.meta.probe = f.event_type.unwrap_or_default().to_string();
+    if let Some(event) = f.event_type {
+        f.profile.sample_types[Profile::WIDTH].name = event.to_string();
+    }
     Ok(f.profile)
 }
 

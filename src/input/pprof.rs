@@ -14,7 +14,10 @@ use prost::Message;
 
 use super::{InputError, Position};
 use crate::output::pprof::{comment, label, proto, JIT_MAPPING, KERNEL_MAPPING};
-use crate::profile::{FrameKind, Labels, Line, Location, LocationId, Meta, Module, Profile, Unit};
+use crate::profile::{
+    units, FrameKind, Labels, Line, Location, LocationId, Meta, Module, ProbeKind, Profile,
+    ValueType,
+};
 
 pub fn parse(name: &str, bytes: &[u8], decompressed: bool) -> Result<Profile, InputError> {
     let at = |offset: u64| {
@@ -139,12 +142,6 @@ enum MappingKind {
     Module(usize, bool),
 }
 
-/// Which values of a sample are the weight and the count.
-struct ValueIndex {
-    weight: usize,
-    count: usize,
-}
-
 fn convert(p: &proto::Profile) -> Result<Profile, String> {
     let s = |i: i64| -> Result<&str, String> {
         usize::try_from(i)
@@ -159,72 +156,18 @@ fn convert(p: &proto::Profile) -> Result<Profile, String> {
     if p.string_table.first().is_some_and(|s| !s.is_empty()) {
         return Err("the string table does not start with an empty string".into());
     }
-    let types: Vec<(&str, &str)> = p
+    let types: Vec<ValueType> = p
         .sample_type
         .iter()
-        .map(|t| Ok((s(t.r#type)?, s(t.unit)?)))
+        .map(|t| Ok(ValueType::new(s(t.r#type)?, s(t.unit)?)))
         .collect::<Result<_, String>>()?;
-    let find = |ty: &str, unit: &str| types.iter().position(|&t| t == (ty, unit));
-    let period_type = match &p.period_type {
-        Some(t) => Some((s(t.r#type)?, s(t.unit)?)),
-        None => None,
-    };
-    let (unit, index) =
-        if let (Some(samples), Some(_)) = (find("samples", "count"), find("cpu", "nanoseconds")) {
-            let period_ns = match period_type {
-                Some((_, "nanoseconds")) if p.period > 0 => p.period as u64,
-                _ => 0,
-            };
-            (
-                Unit::Samples { period_ns },
-                ValueIndex {
-                    weight: samples,
-                    count: samples,
-                },
-            )
-        } else if let Some(space) = find("inuse_space", "bytes") {
-            let objects = find("inuse_objects", "count").unwrap_or(space);
-            (
-                Unit::Bytes,
-                ValueIndex {
-                    weight: space,
-                    count: objects,
-                },
-            )
-        } else if let Some(weight) = find("weight", "count") {
-            (
-                Unit::Count,
-                ValueIndex {
-                    weight,
-                    count: find("samples", "count").unwrap_or(weight),
-                },
-            )
-        } else {
-            // Another tool's profile: its default (or last) sample type.
-            let default = s(p.default_sample_type)?;
-            let i = types
-                .iter()
-                .position(|t| !default.is_empty() && t.0 == default)
-                .unwrap_or(types.len() - 1);
-            let unit = if types[i].1 == "bytes" {
-                Unit::Bytes
-            } else {
-                Unit::Count
-            };
-            (
-                unit,
-                ValueIndex {
-                    weight: i,
-                    count: i,
-                },
-            )
-        };
 
     let mut meta = Meta {
         start_unix_ns: p.time_nanos.max(0) as u64,
         duration_ns: p.duration_nanos.max(0) as u64,
         ..Meta::default()
     };
+    let mut ours = false;
     for &c in &p.comment {
         let text = s(c)?;
         let Some((key, value)) = text.split_once(": ") else {
@@ -232,13 +175,45 @@ fn convert(p: &proto::Profile) -> Result<Profile, String> {
         };
         match key {
             comment::TARGET => meta.target = value.to_string(),
-            comment::PROBE => meta.probe = value.to_string(),
+            comment::PROBE => {
+                ours = true;
+                meta.probe = ProbeKind::from_name(value);
+            }
             comment::FREQUENCY => meta.frequency = value.parse().ok(),
             comment::LOST => meta.lost = value.parse().unwrap_or(0),
             _ => {}
         }
     }
-    let mut profile = Profile::new(unit, meta);
+    // The width comes first in the model. flameprobe's files have it first
+    // already; another tool's profile is drawn with its default sample type,
+    // else its sample count, else its last type (as pprof shows it).
+    let width = if ours {
+        0
+    } else {
+        let default = s(p.default_sample_type)?;
+        types
+            .iter()
+            .position(|t| !default.is_empty() && t.name == default)
+            .or_else(|| {
+                types
+                    .iter()
+                    .position(|t| t.name == "samples" && t.unit == units::COUNT)
+            })
+            .unwrap_or(types.len() - 1)
+    };
+    let order: Vec<usize> = std::iter::once(width)
+        .chain((0..types.len()).filter(|&i| i != width))
+        .collect();
+    let mut profile = Profile::new(order.iter().map(|&i| types[i].clone()).collect(), meta);
+    if let Some(t) = &p.period_type {
+        let period_type = ValueType::new(s(t.r#type)?, s(t.unit)?);
+        if p.period > 0 && !period_type.name.is_empty() {
+            if profile.meta.frequency.is_none() && period_type.unit == units::NANOSECONDS {
+                profile.meta.frequency = 1_000_000_000u64.checked_div(p.period as u64);
+            }
+            profile.period = Some((period_type, p.period as u64));
+        }
+    }
 
     let mut mappings: HashMap<u64, (MappingKind, &proto::Mapping)> = HashMap::new();
     for m in &p.mapping {
@@ -331,11 +306,13 @@ fn convert(p: &proto::Profile) -> Result<Profile, String> {
                 types.len()
             ));
         }
-        let value = |i: usize| -> Result<u64, String> {
-            u64::try_from(sample.value[i])
-                .map_err(|_| format!("sample #{n} has a negative value {}", sample.value[i]))
-        };
-        let (weight, count) = (value(index.weight)?, value(index.count)?);
+        let values = order
+            .iter()
+            .map(|&i| {
+                u64::try_from(sample.value[i])
+                    .map_err(|_| format!("sample #{n} has a negative value {}", sample.value[i]))
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
         let mut stack = Vec::with_capacity(sample.location_id.len());
         for id in sample.location_id.iter().rev() {
             stack.push(*locations.get(id).ok_or_else(|| {
@@ -362,25 +339,9 @@ fn convert(p: &proto::Profile) -> Result<Profile, String> {
                 _ => {}
             }
         }
-        profile.add(labels, stack, weight, count);
+        profile.add(labels, stack, &values);
     }
 
-    if let Unit::Samples { period_ns: 0 } = profile.unit {
-        // No usable period: derive it from the values.
-        let cpu = find("cpu", "nanoseconds").unwrap_or(0);
-        let (ns, samples) = p.sample.iter().fold((0u64, 0u64), |(a, b), s| {
-            (
-                a + s.value[cpu].max(0) as u64,
-                b + s.value[index.weight].max(0) as u64,
-            )
-        });
-        profile.unit = Unit::Samples {
-            period_ns: ns.checked_div(samples).unwrap_or(0),
-        };
-    }
-    if let (Unit::Samples { period_ns }, None) = (profile.unit, profile.meta.frequency) {
-        profile.meta.frequency = 1_000_000_000u64.checked_div(period_ns);
-    }
     Ok(profile)
 }
 
@@ -402,24 +363,26 @@ mod tests {
         let p = crate::input::folded::parse("t", text).unwrap();
         let bytes = writer::encode(&p).encode_to_vec();
         let back = parse("t.pb", &bytes, false).unwrap();
-        assert_eq!(back.unit, Unit::Count);
+        assert_eq!(back.sample_types, p.sample_types);
         assert_eq!(folded_text(&back), text);
         // Counts that differ from weights (perf script periods) survive.
         let perf = "app 1 1.0: 250 cpu-clock:\n\t 12 f+0x1 (/x)\n\napp 1 1.1: 250 cpu-clock:\n\t 12 f+0x1 (/x)\n";
         let p = crate::input::perf::parse("t", perf).unwrap();
         let back = parse("t.pb", &writer::encode(&p).encode_to_vec(), false).unwrap();
-        assert_eq!((back.total_weight(), back.total_count()), (500, 2));
+        assert_eq!(
+            (back.total_width(), back.total(back.events_index())),
+            (500, 2)
+        );
     }
 
     #[test]
     fn recorded_profile_round_trips_with_addresses_and_labels() {
+        let cpu = ValueType::new("cpu", units::NANOSECONDS);
         let mut p = Profile::new(
-            Unit::Samples {
-                period_ns: 10_101_010,
-            },
+            vec![ValueType::new("samples", units::COUNT), cpu.clone()],
             Meta {
                 target: "pid 7".into(),
-                probe: "cpu".into(),
+                probe: Some(ProbeKind::Cpu),
                 frequency: Some(99),
                 duration_ns: 5,
                 start_unix_ns: 6,
@@ -460,16 +423,19 @@ mod tests {
             container: Some("c1".into()),
             pod: None,
         };
-        p.add(labels.clone(), vec![user, k], 4, 4);
+        p.period = Some((cpu, 10_101_010));
+        p.add(labels.clone(), vec![user, k], &[4, 40_404_040]);
         let bytes = writer::encode(&p).encode_to_vec();
         let back = parse("t.pb", &bytes, false).unwrap();
-        assert_eq!(back.unit, p.unit);
+        assert_eq!(back.sample_types, p.sample_types);
+        assert_eq!(back.period, p.period);
+        assert_eq!(back.meta.probe, Some(ProbeKind::Cpu));
         assert_eq!(back.meta.target, "pid 7");
         assert_eq!(back.meta.frequency, Some(99));
         assert_eq!(back.meta.lost, 2);
         assert_eq!(back.stacks.len(), 1);
         let s = &back.stacks[0];
-        assert_eq!((s.weight, s.count), (4, 4));
+        assert_eq!(s.values, [4, 40_404_040]);
         assert_eq!(s.labels, labels);
         let loc = &back.locations[s.locations[0]];
         assert_eq!(loc.address, 0x1234, "file offset restored");

@@ -4,7 +4,9 @@
 //!
 //! Conventions shared with the reader in `input::pprof` (the one place they
 //! are defined is here):
-//! - sample types per [`Unit`] ([`sample_types`]);
+//! - the profile's sample types, in order; `default_sample_type` names the
+//!   one reports show ([`Profile::display_index`]), and the `probe`
+//!   comment marks a file as flameprobe's, whose first type is the width;
 //! - user locations carry a run-time address inside their mapping's
 //!   `[memory_start, memory_limit)`, derived from the model's file offset;
 //! - kernel and JIT locations without a module get the synthetic mappings
@@ -20,7 +22,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
-use crate::profile::{FrameKind, Profile, Unit};
+use crate::profile::{FrameKind, Profile};
 
 /// The messages of pprof's `profile.proto` (package perftools.profiles).
 pub mod proto {
@@ -178,32 +180,6 @@ pub mod comment {
     pub const LOST: &str = "lost";
 }
 
-/// A `(type, unit)` pair of pprof's `ValueType`.
-pub type TypeUnit = (&'static str, &'static str);
-
-/// The `(type, unit)` pairs of each sample's values for a unit, and the
-/// period type. Values are, in this order:
-/// - `Samples`: sample count, count x period in nanoseconds;
-/// - `Bytes`: bytes (weight), objects (count);
-/// - `Count`: events (count), the weight (converted files: for folded
-///   input both are the line's count; `perf script` weighs by period).
-pub fn sample_types(unit: Unit) -> (&'static [TypeUnit], TypeUnit) {
-    match unit {
-        Unit::Samples { .. } => (
-            &[("samples", "count"), ("cpu", "nanoseconds")],
-            ("cpu", "nanoseconds"),
-        ),
-        Unit::Bytes => (
-            &[("inuse_space", "bytes"), ("inuse_objects", "count")],
-            ("space", "bytes"),
-        ),
-        Unit::Count => (
-            &[("samples", "count"), ("weight", "count")],
-            ("samples", "count"),
-        ),
-    }
-}
-
 /// Interns strings into pprof's string table (index 0 is "").
 #[derive(Default)]
 struct Strings {
@@ -243,21 +219,23 @@ pub fn encode(profile: &Profile) -> proto::Profile {
     let mut strings = Strings::new();
     let mut out = proto::Profile::default();
 
-    let (types, period_type) = sample_types(profile.unit);
-    for (ty, unit) in types {
+    for t in &profile.sample_types {
         out.sample_type.push(proto::ValueType {
-            r#type: strings.get(ty),
-            unit: strings.get(unit),
+            r#type: strings.get(&t.name),
+            unit: strings.get(&t.unit),
         });
     }
-    out.period_type = Some(proto::ValueType {
-        r#type: strings.get(period_type.0),
-        unit: strings.get(period_type.1),
-    });
-    out.period = match profile.unit {
-        Unit::Samples { period_ns } => to_i64(period_ns),
-        _ => 1,
+    let display = &profile.sample_types[profile.display_index()];
+    out.default_sample_type = strings.get(&display.name);
+    let (period_type, period) = match &profile.period {
+        Some((t, p)) => (t, *p),
+        None => (display, 1),
     };
+    out.period_type = Some(proto::ValueType {
+        r#type: strings.get(&period_type.name),
+        unit: strings.get(&period_type.unit),
+    });
+    out.period = to_i64(period);
     out.time_nanos = to_i64(profile.meta.start_unix_ns);
     out.duration_nanos = to_i64(profile.meta.duration_ns);
 
@@ -371,17 +349,10 @@ pub fn encode(profile: &Profile) -> proto::Profile {
     }
 
     for stack in &profile.stacks {
-        if stack.weight == 0 && stack.count == 0 {
+        if stack.values.iter().all(|&v| v == 0) {
             continue;
         }
-        let value = match profile.unit {
-            Unit::Samples { period_ns } => vec![
-                to_i64(stack.weight),
-                to_i64(stack.weight.saturating_mul(period_ns)),
-            ],
-            Unit::Bytes => vec![to_i64(stack.weight), to_i64(stack.count)],
-            Unit::Count => vec![to_i64(stack.count), to_i64(stack.weight)],
-        };
+        let value = stack.values.iter().map(|&v| to_i64(v)).collect();
         let mut labels = Vec::new();
         let l = &stack.labels;
         for (key, num) in [(label::PID, l.pid), (label::TID, l.tid)] {
@@ -424,8 +395,8 @@ pub fn encode(profile: &Profile) -> proto::Profile {
     if !m.target.is_empty() {
         comments.push(format!("{}: {}", comment::TARGET, m.target));
     }
-    if !m.probe.is_empty() {
-        comments.push(format!("{}: {}", comment::PROBE, m.probe));
+    if let Some(probe) = m.probe {
+        comments.push(format!("{}: {}", comment::PROBE, probe.name()));
     }
     if let Some(hz) = m.frequency {
         comments.push(format!("{}: {hz}", comment::FREQUENCY));
@@ -450,7 +421,7 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Labels, Line, Location, Meta, Module};
+    use crate::profile::{units, Labels, Line, Location, Meta, Module, ProbeKind, ValueType};
 
     fn sample_profile() -> Profile {
         let meta = Meta {
@@ -459,14 +430,14 @@ mod tests {
             duration_ns: 2_000_000_000,
             frequency: Some(100),
             lost: 0,
-            probe: "cpu".into(),
+            probe: Some(ProbeKind::Cpu),
         };
+        let cpu = ValueType::new("cpu", units::NANOSECONDS);
         let mut p = Profile::new(
-            Unit::Samples {
-                period_ns: 10_000_000,
-            },
+            vec![ValueType::new("samples", units::COUNT), cpu.clone()],
             meta,
         );
+        p.period = Some((cpu, 10_000_000));
         let m = p.intern_module(Module {
             path: "/usr/bin/app".into(),
             build_id: Some("abcd".into()),
@@ -503,7 +474,7 @@ mod tests {
             thread: Some("worker".into()),
             ..Labels::default()
         };
-        p.add(labels, vec![main, inl, k], 3, 3);
+        p.add(labels, vec![main, inl, k], &[3, 30_000_000]);
         p
     }
 
@@ -519,6 +490,7 @@ mod tests {
             .map(|t| (s(t.r#type), s(t.unit)))
             .collect();
         assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+        assert_eq!(s(e.default_sample_type), "cpu");
         assert_eq!(e.period, 10_000_000);
         assert_eq!(e.sample[0].value, [3, 30_000_000]);
         // Leaf first: kernel, inlined, main.

@@ -2,11 +2,11 @@
 
 use std::io::{self, Write};
 
-use inferno::flamegraph::color::{BasicPalette, MultiPalette, Palette};
+use inferno::flamegraph::color::Palette;
 use inferno::flamegraph::{self, Direction};
 
 use super::folded;
-use crate::profile::{FrameNameOptions, Profile, Unit};
+use crate::profile::{units, FrameNameOptions, ProbeKind, Profile};
 
 /// SVG-only options.
 #[derive(Clone, Debug, Default)]
@@ -21,7 +21,7 @@ pub struct SvgOptions {
     pub min_width: Option<f64>,
 }
 
-/// The subtitle line: target, duration, frequency and total weight.
+/// The subtitle line: target, duration, frequency and the totals.
 pub fn subtitle(profile: &Profile) -> String {
     let m = &profile.meta;
     let mut parts = Vec::new();
@@ -34,15 +34,20 @@ pub fn subtitle(profile: &Profile) -> String {
     if let Some(hz) = m.frequency {
         parts.push(format!("{hz} Hz"));
     }
-    match profile.unit {
-        Unit::Samples { .. } => parts.push(format!("{} samples", profile.total_weight())),
-        Unit::Bytes => parts.push(format!(
-            "{} bytes in {} allocations",
-            profile.total_weight(),
-            profile.total_count()
-        )),
-        Unit::Count => parts.push(format!("total {}", profile.total_weight())),
+    // The shown value, then the events it came from.
+    let (display, events) = (profile.display_index(), profile.events_index());
+    let total = |i: usize| profile.total(i);
+    let ty = &profile.sample_types[display];
+    let mut totals = match ty.unit.as_str() {
+        units::NANOSECONDS => ty.format(total(display)),
+        units::BYTES => format!("{} bytes", total(display)),
+        _ => format!("{} {}", total(display), ty.noun()),
+    };
+    if events != display {
+        let e = &profile.sample_types[events];
+        totals.push_str(&format!(" in {} {}", total(events), e.noun()));
     }
+    parts.push(totals);
     if m.lost > 0 {
         parts.push(format!("{} lost", m.lost));
     }
@@ -50,24 +55,17 @@ pub fn subtitle(profile: &Profile) -> String {
 }
 
 fn default_title(profile: &Profile) -> String {
-    match profile.unit {
-        Unit::Bytes => "Memory Flame Graph (outstanding bytes)".into(),
-        Unit::Samples { .. } if profile.meta.probe == "offcpu" => "Off-CPU Flame Graph".into(),
-        Unit::Samples { .. } => "CPU Flame Graph".into(),
-        Unit::Count => "Flame Graph".into(),
-    }
+    profile
+        .meta
+        .probe
+        .map_or("Flame Graph", ProbeKind::title)
+        .to_string()
 }
 
 fn palette(profile: &Profile, name: Option<&str>) -> io::Result<Palette> {
-    match name {
-        Some(n) => n.parse::<Palette>().map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("unknown colors: {e}"))
-        }),
-        None => Ok(match profile.unit {
-            Unit::Bytes => Palette::Basic(BasicPalette::Mem),
-            _ => Palette::Multi(MultiPalette::Java),
-        }),
-    }
+    let name = name.unwrap_or_else(|| profile.meta.probe.unwrap_or_default().palette());
+    name.parse::<Palette>()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("unknown colors: {e}")))
 }
 
 pub fn write(
@@ -89,7 +87,7 @@ pub fn write(
     let mut o = flamegraph::Options::default();
     o.title = opts.title.clone().unwrap_or_else(|| default_title(profile));
     o.subtitle = Some(subtitle(profile));
-    o.count_name = profile.unit.name().to_string();
+    o.count_name = folded::count_name(profile).to_string();
     o.colors = palette(profile, opts.colors.as_deref())?;
     o.deterministic = true;
     if opts.reverse {

@@ -3,34 +3,23 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, OpenObject, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{Link, OpenObject};
 
 use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
-use super::setup::{add_target, ensure_tracefs, percpu_counter, ProbeError};
-
-/// Largest user-stack copy the BPF program supports (bytes).
-pub const MAX_STACK_COPY: u32 = 64 * 1024;
-const STACK_COPY_PAGE: u32 = 4096;
-
-/// Which tasks are sampled.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Filter {
-    /// Every task on the machine.
-    All,
-    /// Processes (thread groups) with these pids.
-    Pids(Vec<u32>),
-}
+use super::ring::Ring;
+use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
+use super::targets::{self, set_filter_rodata};
+use crate::target::Filter;
+use crate::unwind::{UserRegs, MAX_STACK_COPY, STACK_COPY_PAGE};
 
 /// Settings of one recording.
 #[derive(Clone, Debug)]
 pub struct CpuConfig {
     pub filter: Filter,
-    /// Add processes forked by targets to the targets.
-    pub follow_children: bool,
     pub include_idle: bool,
     pub frequency: u64,
     /// Bytes of user stack copied per sample (0 = none, frame pointers only).
@@ -114,14 +103,6 @@ impl<'a> CpuSample<'a> {
     }
 }
 
-/// User-mode registers captured with a sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserRegs {
-    pub ip: u64,
-    pub sp: u64,
-    pub bp: u64,
-}
-
 fn stack_slice(stack: &[u64], len_bytes: i32) -> &[u64] {
     let n = usize::try_from(len_bytes).unwrap_or(0) / 8;
     &stack[..n.min(stack.len())]
@@ -145,15 +126,17 @@ pub struct CpuStats {
     pub lost: u64,
     /// Samples whose user stack could not be copied.
     pub copy_failed: u64,
+    /// Processes started by targets that could not be followed.
+    pub targets_full: u64,
 }
 
 /// An attached on-CPU sampler; detaches when dropped.
 pub struct CpuProbe<'obj> {
     skel: ProfileSkel<'obj>,
-    ring: RingBuffer<'static>,
+    ring: Ring<'obj>,
     // Dropped after `ring` and before `skel`; each perf event link also
     // owns (and closes) its perf event.
-    _links: Vec<Link>,
+    links: Vec<Link>,
 }
 
 impl<'obj> CpuProbe<'obj> {
@@ -161,7 +144,7 @@ impl<'obj> CpuProbe<'obj> {
     pub fn attach(
         storage: &'obj mut MaybeUninit<OpenObject>,
         config: &CpuConfig,
-        mut on_sample: impl FnMut(&CpuSample<'_>) + 'static,
+        mut on_sample: impl FnMut(&CpuSample<'_>) + 'obj,
     ) -> Result<Self, ProbeError> {
         let mut open = ProfileSkelBuilder::default()
             .open(storage)
@@ -175,12 +158,8 @@ impl<'obj> CpuProbe<'obj> {
                 .rodata_data
                 .as_deref_mut()
                 .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
-            rodata.filter_mode = match config.filter {
-                Filter::All => types::filter_mode::FILTER_ALL.0,
-                Filter::Pids(_) => types::filter_mode::FILTER_PIDS.0,
-            };
+            set_filter_rodata!(rodata, &config.filter);
             rodata.include_idle = config.include_idle;
-            rodata.follow_children = config.follow_children;
             rodata.stack_copy_size = stack_copy_size(config.stack_copy_size);
             rodata.fp_user_stack = config.fp_user_stack;
             rodata.wakeup_bytes = u64::from(ring_bytes / 4);
@@ -189,23 +168,16 @@ impl<'obj> CpuProbe<'obj> {
             .events
             .set_max_entries(ring_bytes)
             .map_err(ProbeError::load)?;
-        let skel = open.load().map_err(ProbeError::load)?;
+        let tracking = targets::needs_tracking(&config.filter);
+        open.progs
+            .on_fork
+            .set_autoload(config.filter.follows_children());
+        open.progs.on_exit.set_autoload(tracking);
+        request_verifier_stats(open.open_object_mut());
+        let skel = load_reporting("cpu", || open.load()).map_err(ProbeError::load)?;
 
-        if let Filter::Pids(pids) = &config.filter {
-            for &pid in pids {
-                add_target(&skel.maps.targets, pid)?;
-            }
-        }
-        let mut links = Vec::new();
-        if config.follow_children {
-            ensure_tracefs();
-            links.push(
-                skel.progs
-                    .on_fork
-                    .attach()
-                    .map_err(|e| ProbeError::attach("sched_process_fork tracepoint", &e))?,
-            );
-        }
+        let p = &skel.progs;
+        let mut links = targets::start(&skel.maps.targets, &p.on_fork, &p.on_exit, &config.filter)?;
         let cpus = perf::online_cpus().map_err(|e| ProbeError::attach("online CPUs", &e))?;
         for cpu in cpus {
             let fd = perf::open_cpu_clock(cpu, config.frequency)
@@ -220,36 +192,24 @@ impl<'obj> CpuProbe<'obj> {
             let _ = fd.into_raw_fd();
         }
 
-        let mut builder = RingBufferBuilder::new();
-        builder
-            .add(&skel.maps.events, move |data: &[u8]| {
-                if let Some(sample) = CpuSample::parse(data) {
-                    on_sample(&sample);
-                }
-                0
-            })
-            .map_err(ProbeError::load)?;
-        let ring = builder.build().map_err(ProbeError::load)?;
-        Ok(CpuProbe {
-            skel,
-            ring,
-            _links: links,
-        })
+        let ring = Ring::new(&skel.maps.events, move |data: &[u8]| {
+            if let Some(sample) = CpuSample::parse(data) {
+                on_sample(&sample);
+            }
+        })?;
+        Ok(CpuProbe { skel, ring, links })
     }
 
-    /// Delivers pending records, waiting up to `timeout` for the first one.
-    pub fn poll(&self, timeout: Duration) {
-        if let Err(e) = self.ring.poll(timeout) {
-            // EINTR from Ctrl-C is expected; anything else is worth a note.
-            log::debug!("ring buffer poll: {e}");
-        }
+    /// Delivers samples until `until` (waiting for them until then at most).
+    pub fn poll_until(&self, until: Instant) {
+        self.ring.poll_until(until);
     }
 
-    /// Delivers everything still queued.
-    pub fn drain(&self) {
-        if let Err(e) = self.ring.consume() {
-            log::debug!("ring buffer consume: {e}");
-        }
+    /// Stops sampling, then delivers what is still queued, for at most
+    /// `budget`; returns whether everything was delivered.
+    pub fn stop(&mut self, budget: Duration) -> bool {
+        self.links.clear();
+        self.ring.drain(budget)
     }
 
     /// Run count and total run time (ns) of the sampling program, counted
@@ -269,11 +229,13 @@ impl<'obj> CpuProbe<'obj> {
 
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> CpuStats {
-        let read = |idx: types::stat_idx| percpu_counter(&self.skel.maps.stats, idx.0);
+        use types::stat_idx as s;
+        let read = |idx: s| percpu_counter(&self.skel.maps.stats, idx.0);
         CpuStats {
-            samples: read(types::stat_idx::STAT_SAMPLES),
-            lost: read(types::stat_idx::STAT_LOST),
-            copy_failed: read(types::stat_idx::STAT_COPY_FAILED),
+            samples: read(s::STAT_SAMPLES),
+            lost: read(s::STAT_LOST),
+            copy_failed: read(s::STAT_COPY_FAILED),
+            targets_full: read(s::STAT_TARGETS_FULL),
         }
     }
 }
@@ -285,7 +247,9 @@ pub fn stack_copy_size(requested: u32) -> u32 {
 }
 
 /// Ring buffer size: room for about half a second of samples on every CPU
-/// at the configured rate, as a power of two between 4 MiB and 256 MiB.
+/// at the configured rate, as a power of two between 4 MiB and 64 MiB (at
+/// rates that need more, the reader could not keep up anyway: samples are
+/// dropped and counted instead of using more memory).
 fn ring_buffer_bytes(config: &CpuConfig) -> u32 {
     let copy = u64::from(stack_copy_size(config.stack_copy_size));
     let slack = if copy > 0 {
@@ -296,7 +260,7 @@ fn ring_buffer_bytes(config: &CpuConfig) -> u32 {
     let record = std::mem::size_of::<types::sample_hdr>() as u64 + copy + slack + 8;
     let cpus = perf::online_cpus().map(|c| c.len()).unwrap_or(1) as u64;
     let want = record * config.frequency.max(1) * cpus / 2;
-    want.clamp(4 << 20, 256 << 20).next_power_of_two() as u32
+    want.clamp(4 << 20, 64 << 20).next_power_of_two() as u32
 }
 
 #[cfg(test)]

@@ -6,18 +6,20 @@
 use std::collections::HashSet;
 use std::mem::MaybeUninit;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{
-    Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder, UprobeMultiOpts,
-};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeMultiOpts};
 
-use super::cpu::Filter;
 use super::memleak_skel::{types, MemleakSkel, MemleakSkelBuilder};
-use super::setup::{add_target, ensure_tracefs, percpu_counter, ProbeError};
+use super::ring::Ring;
+use super::setup::{
+    ensure_tracefs, load_reporting, percpu_counter, request_verifier_stats, ProbeError,
+};
+use super::targets::{self, set_filter_rodata};
 use crate::allocator::{AllocFn, EntryPoint};
 use crate::process::FileKey;
+use crate::target::Filter;
 use crate::unwind::table::{ModuleRows, Row, Rule};
 
 /// Capacity of the shared unwind-row array (12 bytes each; glibc needs
@@ -41,8 +43,6 @@ pub enum Allocators {
 pub struct MemleakConfig {
     pub allocators: Allocators,
     pub filter: Filter,
-    /// Add processes forked by targets to the targets.
-    pub follow_children: bool,
     /// Mean bytes between samples (0 = track every allocation).
     pub sample_bytes: u64,
     /// Most outstanding allocations kept at once.
@@ -146,6 +146,8 @@ pub struct MemleakStats {
     pub stack_lost: u64,
     /// Calls not traced: no per-thread state could be created.
     pub no_state: u64,
+    /// Processes started by targets that could not be followed.
+    pub targets_full: u64,
 }
 
 impl MemleakStats {
@@ -158,7 +160,7 @@ impl MemleakStats {
 /// Loaded memleak programs; uprobes are added per process and binary.
 pub struct MemleakProbe<'obj> {
     skel: MemleakSkel<'obj>,
-    ring: RingBuffer<'static>,
+    ring: Ring<'obj>,
     links: Vec<Link>,
     /// (pid or -1, binary) pairs already probed.
     attached: HashSet<(i32, FileKey)>,
@@ -170,7 +172,7 @@ impl<'obj> MemleakProbe<'obj> {
     pub fn attach(
         storage: &'obj mut MaybeUninit<OpenObject>,
         config: &MemleakConfig,
-        mut on_event: impl FnMut(MemleakEvent) + 'static,
+        mut on_event: impl FnMut(MemleakEvent) + 'obj,
     ) -> Result<Self, ProbeError> {
         let mut open = MemleakSkelBuilder::default()
             .open(storage)
@@ -181,13 +183,9 @@ impl<'obj> MemleakProbe<'obj> {
                 .rodata_data
                 .as_deref_mut()
                 .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
-            rodata.filter_mode = match config.filter {
-                Filter::All => types::filter_mode::FILTER_ALL.0,
-                Filter::Pids(_) => types::filter_mode::FILTER_PIDS.0,
-            };
-            rodata.follow_children = config.follow_children;
+            set_filter_rodata!(rodata, &config.filter);
             rodata.sample_bytes = config.sample_bytes;
-            rodata.kernel_user_stacks = matches!(config.filter, Filter::Pids(_));
+            rodata.kernel_user_stacks = !matches!(config.filter, Filter::All);
         }
         open.maps
             .allocs
@@ -200,16 +198,7 @@ impl<'obj> MemleakProbe<'obj> {
             .map_err(ProbeError::load)?;
         {
             let p = &mut open.progs;
-            for prog in [
-                &mut p.on_malloc,
-                &mut p.on_calloc,
-                &mut p.on_realloc,
-                &mut p.on_reallocarray,
-                &mut p.on_posix_memalign,
-                &mut p.on_memalign,
-                &mut p.on_free,
-                &mut p.on_entry,
-            ] {
+            for prog in [&mut p.on_alloc, &mut p.on_free, &mut p.on_entry] {
                 prog.set_autoload(user);
             }
             for prog in [
@@ -223,8 +212,13 @@ impl<'obj> MemleakProbe<'obj> {
             ] {
                 prog.set_autoload(!user);
             }
+            let tracking = targets::needs_tracking(&config.filter);
+            p.on_fork.set_autoload(config.filter.follows_children());
+            p.on_exit.set_autoload(tracking);
         }
-        let skel = open.load().map_err(|e| {
+        request_verifier_stats(open.open_object_mut());
+        let what = if user { "memleak" } else { "kmemleak" };
+        let skel = load_reporting(what, || open.load()).map_err(|e| {
             if user {
                 ProbeError::Load(format!(
                     "{e:#}; --probe memleak needs uprobe sessions (Linux 6.13 or later)"
@@ -238,24 +232,10 @@ impl<'obj> MemleakProbe<'obj> {
             fill_sample_table(&skel, config.sample_bytes)
                 .map_err(|e| ProbeError::attach("sample table", &e))?;
         }
-        if let Filter::Pids(pids) = &config.filter {
-            for &pid in pids {
-                add_target(&skel.maps.targets, pid)?;
-            }
-        }
-        let mut links = Vec::new();
-        if config.follow_children || !user {
-            ensure_tracefs();
-        }
-        if config.follow_children {
-            links.push(
-                skel.progs
-                    .on_fork
-                    .attach()
-                    .map_err(|e| ProbeError::attach("sched_process_fork tracepoint", &e))?,
-            );
-        }
+        let p = &skel.progs;
+        let mut links = targets::start(&skel.maps.targets, &p.on_fork, &p.on_exit, &config.filter)?;
         if !user {
+            ensure_tracefs();
             let p = &skel.progs;
             for (name, prog) in [
                 ("kmem/kmalloc", &p.on_kmalloc),
@@ -273,16 +253,11 @@ impl<'obj> MemleakProbe<'obj> {
             }
         }
 
-        let mut builder = RingBufferBuilder::new();
-        builder
-            .add(&skel.maps.stacks, move |data: &[u8]| {
-                if let Some(ev) = MemleakEvent::parse(data) {
-                    on_event(ev);
-                }
-                0
-            })
-            .map_err(ProbeError::load)?;
-        let ring = builder.build().map_err(ProbeError::load)?;
+        let ring = Ring::new(&skel.maps.stacks, move |data: &[u8]| {
+            if let Some(ev) = MemleakEvent::parse(data) {
+                on_event(ev);
+            }
+        })?;
         Ok(MemleakProbe {
             skel,
             ring,
@@ -375,48 +350,28 @@ impl<'obj> MemleakProbe<'obj> {
         if !self.attached.insert((pid, key)) {
             return Ok(false);
         }
+        // One link for the allocation functions (the cookie tells the
+        // program which one was called) and one for the frees.
+        let (frees, allocs): (Vec<&EntryPoint>, Vec<&EntryPoint>) =
+            entry_points.iter().partition(|ep| ep.kind == AllocFn::Free);
         let p = &self.skel.progs;
-        let mut frees = Vec::new();
-        for ep in entry_points {
-            let prog = match ep.kind {
-                AllocFn::Malloc => &p.on_malloc,
-                AllocFn::Calloc => &p.on_calloc,
-                AllocFn::Realloc => &p.on_realloc,
-                AllocFn::ReallocArray => &p.on_reallocarray,
-                AllocFn::PosixMemalign => &p.on_posix_memalign,
-                AllocFn::Memalign => &p.on_memalign,
-                AllocFn::Free => {
-                    frees.push(ep.offset as usize);
-                    continue;
-                }
-            };
+        for (prog, eps, session) in [(&p.on_alloc, allocs, true), (&p.on_free, frees, false)] {
+            if eps.is_empty() {
+                continue;
+            }
             let opts = UprobeMultiOpts {
-                offsets: vec![ep.offset as usize],
-                session: true,
+                offsets: eps.iter().map(|ep| ep.offset as usize).collect(),
+                cookies: eps.iter().map(|ep| alloc_kind(ep.kind)).collect(),
+                session,
                 ..Default::default()
             };
+            let names: Vec<&str> = eps.iter().map(|ep| ep.name).collect();
             let link = prog
                 .attach_uprobe_multi_with_opts(pid, path, "", opts)
                 .map_err(|e| {
                     ProbeError::Attach(format!(
-                        "uprobe on {} in {} (pid {pid}): {e:#}",
-                        ep.name,
-                        path.display()
-                    ))
-                })?;
-            self.links.push(link);
-        }
-        if !frees.is_empty() {
-            let opts = UprobeMultiOpts {
-                offsets: frees,
-                ..Default::default()
-            };
-            let link = p
-                .on_free
-                .attach_uprobe_multi_with_opts(pid, path, "", opts)
-                .map_err(|e| {
-                    ProbeError::Attach(format!(
-                        "uprobe on free in {} (pid {pid}): {e:#}",
+                        "uprobes on {} in {} (pid {pid}): {e:#}",
+                        names.join(", "),
                         path.display()
                     ))
                 })?;
@@ -425,30 +380,16 @@ impl<'obj> MemleakProbe<'obj> {
         Ok(true)
     }
 
-    /// Processes in the target map (targets and, in command mode, their
-    /// descendants).
-    pub fn targets(&self) -> Vec<u32> {
-        self.skel
-            .maps
-            .targets
-            .keys()
-            .filter_map(|k| k.get(..4).and_then(|b| b.try_into().ok()))
-            .map(u32::from_ne_bytes)
-            .collect()
+    /// Delivers new stacks until `until` (waiting for them until then at
+    /// most).
+    pub fn poll_until(&self, until: Instant) {
+        self.ring.poll_until(until);
     }
 
-    /// Delivers pending stacks, waiting up to `timeout` for the first one.
-    pub fn poll(&self, timeout: Duration) {
-        if let Err(e) = self.ring.poll(timeout) {
-            log::debug!("ring buffer poll: {e}");
-        }
-    }
-
-    /// Delivers everything still queued.
-    pub fn drain(&self) {
-        if let Err(e) = self.ring.consume() {
-            log::debug!("ring buffer consume: {e}");
-        }
+    /// Delivers what is still queued, for at most `budget`; returns whether
+    /// everything was delivered.
+    pub fn drain(&self, budget: Duration) -> bool {
+        self.ring.drain(budget)
     }
 
     /// Detaches every probe (no more allocations are recorded) while the
@@ -459,13 +400,15 @@ impl<'obj> MemleakProbe<'obj> {
 
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> MemleakStats {
-        let read = |idx: types::memleak_stat| percpu_counter(&self.skel.maps.mstats, idx.0);
+        use types::stat_idx as s;
+        let read = |idx: s| percpu_counter(&self.skel.maps.stats, idx.0);
         MemleakStats {
-            allocs: read(types::memleak_stat::MSTAT_ALLOCS),
-            frees: read(types::memleak_stat::MSTAT_FREES),
-            map_full: read(types::memleak_stat::MSTAT_MAP_FULL),
-            stack_lost: read(types::memleak_stat::MSTAT_STACK_LOST),
-            no_state: read(types::memleak_stat::MSTAT_NO_STATE),
+            allocs: read(s::STAT_ALLOCS),
+            frees: read(s::STAT_FREES),
+            map_full: read(s::STAT_MAP_FULL),
+            stack_lost: read(s::STAT_STACK_LOST),
+            no_state: read(s::STAT_NO_STATE),
+            targets_full: read(s::STAT_TARGETS_FULL),
         }
     }
 
@@ -500,6 +443,21 @@ impl<'obj> MemleakProbe<'obj> {
         }
         Ok(out)
     }
+}
+
+/// The `enum alloc_kind` value (the attach cookie) of an entry point.
+fn alloc_kind(f: AllocFn) -> u64 {
+    use types::alloc_kind as k;
+    let kind = match f {
+        AllocFn::Malloc => k::ALLOC_MALLOC,
+        AllocFn::Calloc => k::ALLOC_CALLOC,
+        AllocFn::Realloc => k::ALLOC_REALLOC,
+        AllocFn::ReallocArray => k::ALLOC_REALLOCARRAY,
+        AllocFn::PosixMemalign => k::ALLOC_POSIX_MEMALIGN,
+        AllocFn::Memalign => k::ALLOC_MEMALIGN,
+        AllocFn::Free => k::ALLOC_NONE,
+    };
+    u64::from(kind.0)
 }
 
 /// Exponential variates with mean `mean` at evenly spaced quantiles: a

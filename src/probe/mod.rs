@@ -4,9 +4,11 @@
 pub mod cpu;
 pub mod memleak;
 mod perf;
+mod ring;
 mod setup;
+pub(crate) mod targets;
 
-pub use setup::{check_bpf_support, enable_bpf_stats};
+pub use setup::{check_bpf_support, enable_bpf_stats, ProbeError, VerifierStat};
 
 /// The skeleton generated from `bpf/profile.bpf.c` (and its shared types).
 #[allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]
@@ -19,3 +21,14 @@ pub(crate) mod profile_skel {
 pub(crate) mod memleak_skel {
     include!(concat!(env!("OUT_DIR"), "/memleak.skel.rs"));
 }
+
+// The capture limits the user-space code works with are the ones the BPF
+// programs were built with.
+const _: () = {
+    use crate::unwind;
+    use profile_skel::types::limits;
+    assert!(limits::FP_MAX_STACK_DEPTH.0 as usize == unwind::MAX_CAPTURED_FRAMES);
+    assert!(limits::MAX_STACK_COPY.0 == unwind::MAX_STACK_COPY);
+    assert!(limits::STACK_COPY_PAGE.0 == unwind::STACK_COPY_PAGE);
+    assert!(limits::MIN_CODE_ADDR.0 as u64 == unwind::MIN_CODE_ADDR);
+};

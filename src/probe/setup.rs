@@ -42,14 +42,6 @@ impl ProbeError {
     }
 }
 
-/// Adds a process to a program's `targets` map (tgid -> present), shared by
-/// every probe that filters by process in the kernel.
-pub(crate) fn add_target(targets: &dyn libbpf_rs::MapCore, pid: u32) -> Result<(), ProbeError> {
-    targets
-        .update(&pid.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
-        .map_err(|e| ProbeError::attach("target map", e))
-}
-
 /// A counter of a per-CPU u64 array (a program's `stats`), summed over
 /// CPUs; 0 when it cannot be read.
 pub(crate) fn percpu_counter(stats: &dyn libbpf_rs::MapCore, idx: u32) -> u64 {
@@ -128,8 +120,90 @@ pub fn enable_bpf_stats() -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// What the verifier reported for one program (BPF_LOG_STATS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifierStat {
+    pub program: String,
+    pub micros: u64,
+    pub insns: u64,
+}
+
+static VERIFIER_STATS: std::sync::Mutex<Vec<VerifierStat>> = std::sync::Mutex::new(Vec::new());
+
+/// Asks the verifier for its statistics (time, instructions processed) of
+/// every program of `obj` that will be loaded; libbpf hands them to the
+/// log router, and [`take_verifier_stats`] returns them after the load.
+pub(crate) fn request_verifier_stats(obj: &mut libbpf_rs::OpenObject) {
+    const BPF_LOG_STATS: u32 = 4;
+    for mut prog in obj.progs_mut() {
+        if prog.autoload() {
+            prog.set_log_level(BPF_LOG_STATS);
+        }
+    }
+}
+
+/// Loads an opened object (`load`), reporting with -v how long it took
+/// and what the verifier spent on each program (after
+/// [`request_verifier_stats`]).
+pub(crate) fn load_reporting<T>(
+    what: &str,
+    load: impl FnOnce() -> Result<T, libbpf_rs::Error>,
+) -> Result<T, libbpf_rs::Error> {
+    take_verifier_stats();
+    let started = std::time::Instant::now();
+    let loaded = load()?;
+    let took = started.elapsed();
+    let per_prog: Vec<String> = take_verifier_stats()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {:.1} ms/{} insns",
+                s.program,
+                s.micros as f64 / 1000.0,
+                s.insns
+            )
+        })
+        .collect();
+    log::info!(
+        "{what}: BPF programs loaded in {:.1} ms (verifier: {})",
+        took.as_secs_f64() * 1000.0,
+        per_prog.join(", ")
+    );
+    Ok(loaded)
+}
+
+/// The verifier statistics gathered since the last call.
+pub(crate) fn take_verifier_stats() -> Vec<VerifierStat> {
+    std::mem::take(&mut *VERIFIER_STATS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Parses libbpf's "prog 'NAME': -- BEGIN PROG LOAD LOG --" message of a
+/// program loaded with BPF_LOG_STATS.
+fn parse_verifier_log(msg: &str) -> Option<VerifierStat> {
+    let rest = msg.split("prog '").nth(1)?;
+    let (program, log) = rest.split_once("': -- BEGIN PROG LOAD LOG --")?;
+    let number_after = |key: &str| -> Option<u64> {
+        let tail = log.split(key).nth(1)?.trim_start();
+        tail.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(VerifierStat {
+        program: program.to_string(),
+        micros: number_after("verification time")?,
+        insns: number_after("processed").unwrap_or(0),
+    })
+}
+
 fn route_libbpf_log() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
+        if let Some(stat) = parse_verifier_log(&msg) {
+            VERIFIER_STATS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(stat);
+        }
         let msg = msg.trim_end();
         match level {
             libbpf_rs::PrintLevel::Warn => log::info!(target: "libbpf", "{msg}"),
@@ -142,6 +216,22 @@ fn route_libbpf_log() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_verifier_statistics() {
+        let msg = "prog 'on_alloc': -- BEGIN PROG LOAD LOG --\nverification time 51234 usec\n\
+                   stack depth 0+24\nprocessed 12345 insns (limit 1000000) max_states_per_insn 4 \
+                   total_states 900 peak_states 300 mark_read 0\n-- END PROG LOAD LOG --\n";
+        assert_eq!(
+            parse_verifier_log(msg),
+            Some(VerifierStat {
+                program: "on_alloc".into(),
+                micros: 51234,
+                insns: 12345
+            })
+        );
+        assert_eq!(parse_verifier_log("libbpf: map 'x': created"), None);
+    }
 
     #[test]
     fn names_missing_capabilities() {

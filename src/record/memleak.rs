@@ -11,32 +11,27 @@ use std::fs::File;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use libbpf_rs::OpenObject;
 
-use super::{prepare, print_report, record_until_stopped};
+use super::{Collected, Recorder, Recording, Session, WhenEmpty, FINAL_DRAIN};
 use crate::allocator;
-use crate::config::{ProbeKind, RecordConfig};
-use crate::output::{self, Destination, Format, WriteOptions};
+use crate::config::{MemleakOptions, ProbeKind};
 use crate::probe::memleak::{
     unsample, Allocators, MemleakConfig, MemleakEvent, MemleakProbe, MemleakStats, Outstanding,
     StackRecord, UNWIND_ROWS,
 };
 use crate::process::{FileKey, ProcessTable};
-use crate::profile::{FrameNameOptions, Labels, Meta, Profile, Unit};
+use crate::profile::{units, Labels, ValueType};
 use crate::stacks::{RawStack, StackCollector};
-use crate::symbolize::Symbolizer;
-use crate::target::{LaunchedCommand, TargetSpec};
+use crate::target::TargetSpec;
 use crate::unwind::table::CfiTables;
+use crate::unwind::{MAX_CAPTURED_FRAMES, MIN_CODE_ADDR};
 
 /// Most outstanding allocations tracked at once.
 const MAX_OUTSTANDING: u32 = 1 << 20;
-/// Lowest address user code can live at; lower "frames" end a bad FP walk.
-const MIN_CODE_ADDR: u64 = 0x1000;
-/// Deepest stack the BPF program records.
-const MAX_DEPTH: usize = 127;
-/// Stacks listed in the summary.
-const SUMMARY_STACKS: usize = 10;
 
 /// Stacks as they arrive, normalized while their process is alive.
 struct StackBook {
@@ -83,24 +78,37 @@ impl StackBook {
                 labels,
                 kernel: rec.kernel_stack().to_vec(),
                 user,
-                truncated: raw_user.len() >= MAX_DEPTH,
+                truncated: raw_user.len() >= MAX_CAPTURED_FRAMES,
             },
         );
     }
 }
 
-/// Runs a memory-leak recording and writes its output.
-pub fn run(config: &RecordConfig) -> Result<()> {
+struct MemleakRecorder<'obj> {
+    probe: MemleakProbe<'obj>,
+    book: Rc<RefCell<StackBook>>,
+    unwind: UnwindSync,
+    kernel: bool,
+    options: MemleakOptions,
+    /// What is recorded, for messages.
+    target: String,
+}
+
+/// Attaches the allocator probes (or the kmem tracepoints) for the
+/// session's targets.
+pub(super) fn attach<'obj>(
+    session: &Session<'_>,
+    storage: &'obj mut MaybeUninit<OpenObject>,
+) -> Result<Box<dyn Recorder + 'obj>> {
+    let config = session.config;
     let kernel = config.probe == ProbeKind::Kmemleak;
-    let (mut command, filter) = prepare(config)?;
     let probe_config = MemleakConfig {
         allocators: if kernel {
             Allocators::Kernel
         } else {
             Allocators::User
         },
-        filter,
-        follow_children: command.is_some(),
+        filter: session.filter.clone(),
         sample_bytes: config.memleak.sample_bytes,
         max_outstanding: MAX_OUTSTANDING,
     };
@@ -111,15 +119,14 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         stopped: Vec::new(),
     }));
     let sink = book.clone();
-    let mut storage = MaybeUninit::uninit();
-    let mut probe = MemleakProbe::attach(&mut storage, &probe_config, move |ev| match ev {
+    let mut probe = MemleakProbe::attach(storage, &probe_config, move |ev| match ev {
         MemleakEvent::Stack(rec) => sink.borrow_mut().on_stack(&rec),
         MemleakEvent::Stopped(pid) => sink.borrow_mut().stopped.push(pid),
     })?;
     let mut unwind = UnwindSync::new();
     if !kernel {
-        match &config.target {
-            TargetSpec::Pids(pids) => {
+        match (&config.target, &session.command) {
+            (TargetSpec::Pids(pids), _) => {
                 for &pid in pids {
                     let mut b = book.borrow_mut();
                     attach_process(&mut probe, &mut b.stacks.table, pid)?;
@@ -127,124 +134,142 @@ pub fn run(config: &RecordConfig) -> Result<()> {
                     unwind.pids.push(pid);
                 }
             }
-            TargetSpec::Command(argv) => {
+            (TargetSpec::Command(argv), Some(command)) => {
                 attach_command(&mut probe, &argv[0])?;
                 // Its tables are loaded when it reaches its entry point,
                 // where it stops until they are (or at the next poll).
                 stop_at_entry(&mut probe, &argv[0]);
-                unwind
-                    .pids
-                    .extend(command.as_ref().map(LaunchedCommand::pid));
+                unwind.pids.push(command.pid());
             }
-            TargetSpec::System => bail!("--probe memleak needs --pid or a command"),
+            _ => bail!("--probe memleak needs --pid or a command"),
         }
     }
-    log::info!("attached to {}", config.target.describe());
-    if let Some(cmd) = command.as_mut() {
-        cmd.start()?;
-    }
-
-    let rec = record_until_stopped(
-        config,
-        command.as_mut(),
-        |wait| {
-            probe.poll(wait);
-            let mut b = book.borrow_mut();
-            unwind.sync_all(&probe, &mut b.stacks.table);
-            for pid in std::mem::take(&mut b.stopped) {
-                unwind.sync(&probe, &mut b.stacks.table, pid);
-                resume(pid);
-            }
-        },
-        || {
-            let s = probe.stats();
-            format!(
-                "{} allocations, {} freed, {} lost",
-                s.allocs,
-                s.frees,
-                s.lost()
-            )
-        },
-    );
-    // Stop recording, then read the state at this instant.
-    probe.detach();
-    let now = monotonic_ns();
-    probe.drain();
-    // Never leave a command stopped at its entry point behind.
-    for pid in std::mem::take(&mut book.borrow_mut().stopped) {
-        resume(pid);
-    }
-    let stats = probe.stats();
-    let outstanding = probe.outstanding()?;
-    drop(probe);
-    let book = Rc::try_unwrap(book)
-        .map_err(|_| anyhow::anyhow!("stack collector still shared after detach"))?
-        .into_inner();
-    rec.report_stop(config);
-
-    let min_age_ns = config.memleak.min_age.as_nanos() as u64;
-    let totals = aggregate(
-        &outstanding,
-        now,
-        min_age_ns,
-        config.memleak.sample_bytes,
+    Ok(Box::new(MemleakRecorder {
+        probe,
+        book,
+        unwind,
         kernel,
-    );
-    let mut stacks = book.stacks;
-    let mut resolved = book.resolved;
-    for (stack_id, (bytes, count)) in totals {
-        let raw = resolved.remove(&stack_id).unwrap_or_else(|| RawStack {
-            // The stack never arrived (ring buffer full, counted as lost).
-            labels: Labels::default(),
-            kernel: Vec::new(),
-            user: Vec::new(),
-            truncated: true,
-        });
-        stacks.add(raw, bytes, count);
+        options: config.memleak,
+        target: config.target.describe(),
+    }))
+}
+
+impl Recorder for MemleakRecorder<'_> {
+    fn poll(&mut self, until: Instant) {
+        self.probe.poll_until(until);
+        let mut b = self.book.borrow_mut();
+        self.unwind.sync_all(&self.probe, &mut b.stacks.table);
+        for pid in std::mem::take(&mut b.stopped) {
+            self.unwind.sync(&self.probe, &mut b.stacks.table, pid);
+            resume(pid);
+        }
     }
 
-    let meta = Meta {
-        target: config.target.describe(),
-        start_unix_ns: rec.start_unix_ns(),
-        duration_ns: rec.recorded.as_nanos() as u64,
-        frequency: None,
-        lost: stats.lost(),
-        probe: config.probe.name().into(),
-    };
-    if stacks.is_empty() {
-        if !config.quiet {
-            eprintln!(
-                "flameprobe: nothing outstanding: every allocation {} made during the {:.1}s \
+    fn progress(&self) -> String {
+        let s = self.probe.stats();
+        format!(
+            "{} allocations, {} freed, {} lost",
+            s.allocs,
+            s.frees,
+            s.lost()
+        )
+    }
+
+    fn finish(self: Box<Self>, rec: &Recording) -> Result<Collected> {
+        let MemleakRecorder {
+            mut probe,
+            book,
+            kernel,
+            options,
+            target,
+            ..
+        } = *self;
+        // Stop recording, then read the state at this instant.
+        probe.detach();
+        let now = monotonic_ns();
+        probe.drain(FINAL_DRAIN);
+        // Never leave a command stopped at its entry point behind.
+        for pid in std::mem::take(&mut book.borrow_mut().stopped) {
+            resume(pid);
+        }
+        let stats = probe.stats();
+        let outstanding = probe.outstanding()?;
+        drop(probe);
+        let book = Rc::try_unwrap(book)
+            .map_err(|_| anyhow::anyhow!("stack collector still shared after detach"))?
+            .into_inner();
+
+        let totals = aggregate(
+            &outstanding,
+            now,
+            options.min_age.as_nanos() as u64,
+            options.sample_bytes,
+            kernel,
+        );
+        let mut stacks = book.stacks;
+        let mut resolved = book.resolved;
+        for (stack_id, (bytes, count)) in totals {
+            let raw = resolved.remove(&stack_id).unwrap_or_else(|| RawStack {
+                // The stack never arrived (ring buffer full, counted as lost).
+                labels: Labels::default(),
+                kernel: Vec::new(),
+                user: Vec::new(),
+                truncated: true,
+            });
+            stacks.add(raw, &[bytes, count]);
+        }
+        Ok(Collected {
+            stacks,
+            sample_types: vec![
+                ValueType::new("inuse_space", units::BYTES),
+                ValueType::new("inuse_objects", units::COUNT),
+            ],
+            period: None,
+            frequency: None,
+            lost: stats.lost(),
+            notes: notes(&stats),
+            list_stacks: true,
+            when_empty: WhenEmpty::Note(format!(
+                "nothing outstanding: every allocation {target} made during the {:.1}s \
                  recording (older than {:?}) was freed ({} allocations, {} frees, {} lost)",
-                config.target.describe(),
                 rec.recorded.as_secs_f64(),
-                config.memleak.min_age,
+                options.min_age,
                 stats.allocs,
                 stats.frees,
                 stats.lost()
-            );
-        }
-        if config.format == Format::Svg {
-            if !config.quiet {
-                eprintln!("  an empty flame graph cannot be drawn: no file written");
-            }
-            return Ok(());
-        }
+            )),
+        })
     }
-    let mut symbolizer = Symbolizer::new();
-    let profile = stacks.into_profile(Unit::Bytes, meta, &mut symbolizer);
-    let opts = WriteOptions {
-        svg: config.svg.clone(),
-        folded: FrameNameOptions {
-            threads: config.threads,
-        },
-    };
-    output::write(&profile, config.format, &opts, &config.destination)
-        .with_context(|| format!("writing {}", config.destination))?;
-    if !config.quiet && !profile.stacks.is_empty() {
-        eprint!("{}", summary(&profile, &stats, &config.destination));
+}
+
+/// The summary's lines about the probe's own counters.
+fn notes(stats: &MemleakStats) -> Vec<String> {
+    let mut out = vec![format!(
+        "{} allocations and {} frees seen during the recording, {} lost",
+        stats.allocs,
+        stats.frees,
+        stats.lost()
+    )];
+    if stats.map_full > 0 {
+        out.push(format!(
+            "{} allocations were not tracked because the table of outstanding \
+             allocations was full: use --sample-bytes",
+            stats.map_full
+        ));
     }
-    print_report(&profile, config)
+    if stats.stack_lost > 0 {
+        out.push(format!(
+            "{} stacks could not be delivered (ring buffer full); their bytes are under [truncated]",
+            stats.stack_lost
+        ));
+    }
+    if stats.targets_full > 0 {
+        out.push(format!(
+            "warning: {} processes started by the targets were not followed (target table full)",
+            stats.targets_full
+        ));
+    }
+    out
 }
 
 /// Keeps the in-kernel unwinder's tables in step with the target
@@ -268,9 +293,7 @@ impl UnwindSync {
             tables: CfiTables::new(UNWIND_ROWS),
             pids: Vec::new(),
             maps: HashMap::new(),
-            own_exe: std::fs::metadata("/proc/self/exe")
-                .ok()
-                .map(|m| FileKey::of_metadata(&m)),
+            own_exe: crate::proc::exe_key(std::process::id()).ok(),
         }
     }
 
@@ -283,13 +306,12 @@ impl UnwindSync {
     }
 
     fn still_our_image(&self, pid: u32) -> bool {
-        let theirs =
-            std::fs::metadata(crate::proc::proc_path(pid, "exe")).map(|m| FileKey::of_metadata(&m));
+        let theirs = crate::proc::exe_key(pid);
         matches!((theirs, self.own_exe), (Ok(a), Some(b)) if a == b)
     }
 
     fn sync(&mut self, probe: &MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) {
-        let Ok(maps) = std::fs::read_to_string(crate::proc::proc_path(pid, "maps")) else {
+        let Ok(maps) = crate::proc::read_maps_text(pid) else {
             return; // exited: its stacks are complete already
         };
         if self.maps.get(&pid) == Some(&maps) || self.still_our_image(pid) {
@@ -383,9 +405,7 @@ fn monotonic_ns() -> u64 {
 /// Probes the allocators a running process has mapped: libc, jemalloc,
 /// tcmalloc, mimalloc, or its executable when linked statically.
 fn attach_process(probe: &mut MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) -> Result<()> {
-    let exe = std::fs::metadata(crate::proc::proc_path(pid, "exe"))
-        .ok()
-        .map(|m| FileKey::of_metadata(&m));
+    let exe = crate::proc::exe_key(pid).ok();
     let info = table.get(pid);
     if info.unavailable {
         bail!("cannot read the memory maps of pid {pid} (did it exit?)");
@@ -484,62 +504,6 @@ fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<bool> {
         );
     }
     Ok(fresh)
-}
-
-/// The end-of-recording summary for stderr: totals and the biggest stacks
-/// with their allocation counts.
-fn summary(profile: &Profile, stats: &MemleakStats, dest: &Destination) -> String {
-    let mut out = format!(
-        "flameprobe: {} bytes outstanding in {} allocations from {} after {:.1}s \
-         ({} allocations and {} frees seen, {} lost), {} stacks\n",
-        profile.total_weight(),
-        profile.total_count(),
-        profile.meta.target,
-        profile.meta.duration_ns as f64 / 1e9,
-        stats.allocs,
-        stats.frees,
-        stats.lost(),
-        profile.stacks.len()
-    );
-    if stats.map_full > 0 {
-        out.push_str(&format!(
-            "  {} allocations were not tracked because the table of outstanding \
-             allocations was full: use --sample-bytes\n",
-            stats.map_full
-        ));
-    }
-    if stats.stack_lost > 0 {
-        out.push_str(&format!(
-            "  {} stacks could not be delivered (ring buffer full); their bytes are under [truncated]\n",
-            stats.stack_lost
-        ));
-    }
-    // Stacks that read the same (several call sites on one line, inlined
-    // copies) are merged, as in the folded output.
-    let names = FrameNameOptions { threads: false };
-    let mut merged: HashMap<Vec<String>, (u64, u64)> = HashMap::new();
-    for s in &profile.stacks {
-        let e = merged.entry(profile.frame_names(s, &names)).or_default();
-        e.0 += s.weight;
-        e.1 += s.count;
-    }
-    let mut merged: Vec<(Vec<String>, (u64, u64))> = merged.into_iter().collect();
-    merged.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    if !merged.is_empty() {
-        out.push_str("  largest stacks (bytes, allocations, innermost frames first):\n");
-    }
-    for (frames, (bytes, count)) in merged.iter().take(SUMMARY_STACKS) {
-        let tail: Vec<&str> = frames.iter().rev().take(5).map(String::as_str).collect();
-        out.push_str(&format!(
-            "  {bytes:>12} {count:>8}  {}\n",
-            tail.join(" <- ")
-        ));
-    }
-    match dest {
-        Destination::Stdout => out.push_str("  wrote folded stacks to standard output\n"),
-        Destination::File(p) => out.push_str(&format!("  wrote {}\n", p.display())),
-    }
-    out
 }
 
 #[cfg(test)]

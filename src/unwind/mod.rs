@@ -19,7 +19,6 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
 use object::{Object, ObjectSection, ObjectSegment};
 
-use crate::probe::cpu::UserRegs;
 use crate::process::{FileKey, ModuleFile, ProcessTable};
 
 pub mod table;
@@ -35,14 +34,33 @@ pub enum UnwindMode {
     Fp,
 }
 
+/// Limits of the stacks the BPF programs capture. bpf/flameprobe.h
+/// (`enum limits`) defines the same values for the kernel side; `probe`
+/// checks at compile time that the two agree.
+///
+/// Largest user-stack copy per sample (bytes).
+pub const MAX_STACK_COPY: u32 = 64 * 1024;
+/// Stack copies are whole pages.
+pub const STACK_COPY_PAGE: u32 = 4096;
+/// Deepest stack captured in the kernel (frames): frame-pointer walks and
+/// the in-kernel CFI unwinder stop there.
+pub const MAX_CAPTURED_FRAMES: usize = 127;
+/// Lowest address user code can live at (mmap_min_addr is at least 4 KiB):
+/// a smaller "return address" ends a stack.
+pub const MIN_CODE_ADDR: u64 = 0x1000;
+
 /// Default bytes of user stack copied for DWARF unwinding.
 pub const DEFAULT_STACK_COPY: u32 = 16 * 1024;
 /// Deepest stack kept (frames); deeper stacks are marked truncated.
 const MAX_FRAMES: usize = 1024;
-/// Lowest address user code can live at (mmap_min_addr is at least 4 KiB).
-const MIN_CODE_ADDR: u64 = 0x1000;
-/// Deepest user stack bpf_get_stack returns.
-const FP_MAX_DEPTH: usize = 127;
+
+/// User-mode registers captured with a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
 
 impl UnwindMode {
     /// The mode used when none is given.
@@ -226,7 +244,7 @@ fn fp_unwound(raw: &[u64]) -> Unwound {
         .take_while(|&a| a >= MIN_CODE_ADDR)
         .collect();
     Unwound {
-        truncated: raw.len() >= FP_MAX_DEPTH,
+        truncated: raw.len() >= MAX_CAPTURED_FRAMES,
         frames,
     }
 }
@@ -374,7 +392,7 @@ mod tests {
         let u = fp_unwound(&[0x401000, 0x402000, 0, 0x403000]);
         assert_eq!(u.frames, [0x401000, 0x402000]);
         assert!(!u.truncated);
-        let deep = vec![0x401000u64; FP_MAX_DEPTH];
+        let deep = vec![0x401000u64; MAX_CAPTURED_FRAMES];
         assert!(fp_unwound(&deep).truncated);
     }
 

@@ -1,12 +1,11 @@
 //! The DWARF unwinder on a captured sample (registers + stack bytes +
 //! memory map), without BPF and without root.
 
-use flameprobe::probe::cpu::UserRegs;
 use flameprobe::process::ProcessTable;
-use flameprobe::profile::{FrameNameOptions, Labels, Meta, Unit};
+use flameprobe::profile::{units, FrameNameOptions, Labels, Meta, ValueType};
 use flameprobe::stacks::{RawStack, StackCollector};
 use flameprobe::symbolize::Symbolizer;
-use flameprobe::unwind::{UnwindMode, Unwinder, UserSnapshot};
+use flameprobe::unwind::{UnwindMode, Unwinder, UserRegs, UserSnapshot};
 
 use crate::util::*;
 
@@ -82,10 +81,10 @@ fn unwind(c: &Captured, mode: UnwindMode, stack: &[u8]) -> (String, bool) {
             user,
             truncated: unwound.truncated,
         },
-        1,
-        1,
+        &[1],
     );
-    let profile = collector.into_profile(Unit::Count, Meta::default(), &mut Symbolizer::new());
+    let types = vec![ValueType::new("samples", units::COUNT)];
+    let profile = collector.into_profile(types, Meta::default(), &mut Symbolizer::new());
     let names = profile.frame_names(&profile.stacks[0], &FrameNameOptions::default());
     (names.join(";"), unwound.truncated)
 }
