@@ -127,12 +127,9 @@ pub fn parse_cgroup_path(path: &str) -> Option<CgroupContainer> {
         match classify(comp, previous) {
             Component::Monitor => return None,
             Component::Container { id, runtime } => {
-                let mut end = offset + comp.len();
-                // `cri-containerd` and the id are separate components in
-                // the ':' form; the container's cgroup is the whole thing.
-                if path[end..].starts_with(".scope") {
-                    end += ".scope".len();
-                }
+                // In the ':' form the prefix, the id and the slice are one
+                // directory: the path up to the id's end is all of it.
+                let end = offset + comp.len();
                 let pod = components[..idx]
                     .iter()
                     .rev()
