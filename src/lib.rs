@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod buildid;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod convert;
 pub mod generate;
 pub mod input;

@@ -146,6 +146,29 @@ pub fn read_limited(file: &mut File, limit: u64) -> Result<Vec<u8>, SafeOpenErro
     Ok(buf)
 }
 
+/// The names of the entries of directory `rel` in `dir`, resolved as `scope`
+/// says (for listing a runtime's state directory without leaving it).
+pub fn list_dir(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    scope: Scope,
+) -> io::Result<Vec<std::ffi::OsString>> {
+    let fd = openat2(
+        dir,
+        rel,
+        (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64,
+        scope,
+    )?;
+    // Our own descriptor's /proc link names exactly the directory opened
+    // above, whatever happens to the path meanwhile.
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))? {
+        names.push(entry?.file_name());
+    }
+    drop(fd);
+    Ok(names)
+}
+
 fn openat2(dir: BorrowedFd<'_>, rel: &Path, flags: u64, scope: Scope) -> io::Result<OwnedFd> {
     // RESOLVE_IN_ROOT treats a leading '/' as the root; RESOLVE_BENEATH
     // refuses it, so make the path relative for both.
@@ -239,6 +262,22 @@ mod tests {
         let mut f = open_file(d.as_fd(), Path::new("big"), Scope::Beneath).unwrap();
         let err = read_limited(&mut f, 1 << 20).unwrap_err();
         assert!(matches!(err, SafeOpenError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn lists_directories_without_leaving_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a"), b"").unwrap();
+        symlink("/etc", dir.path().join("out")).unwrap();
+        let d = open_dir(dir.path()).unwrap();
+        let names = list_dir(d.as_fd(), Path::new("sub"), Scope::Beneath).unwrap();
+        assert_eq!(names, ["a"]);
+        let mut top = list_dir(d.as_fd(), Path::new("."), Scope::Beneath).unwrap();
+        top.sort();
+        assert_eq!(top, ["out", "sub"]);
+        let err = list_dir(d.as_fd(), Path::new("out"), Scope::Beneath).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
     }
 
     #[test]

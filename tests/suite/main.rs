@@ -6,6 +6,8 @@
 mod util;
 
 mod cli;
+mod containers;
+mod containers_util;
 mod convert;
 mod memleak;
 mod pprof_go;

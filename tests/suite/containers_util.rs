@@ -1,0 +1,256 @@
+//! podman for integration tests: a containers.conf that works on this kind
+//! of VM, a minimal image built from busybox-static plus given static
+//! binaries (`podman import`, no registry), and containers and pods that
+//! are removed when their guards drop (also when a test panics).
+//!
+//! On the development VM podman needs `runtime = "runc"` (crun refuses the
+//! hybrid cgroup layout), the cgroupfs manager (no systemd as PID 1), and
+//! ulimits root can set without CAP_SYS_RESOURCE. Containers run without a
+//! network. Pods need `catatonit` for their infra container (podman builds
+//! its pause image locally from it).
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+use crate::util::repo_root;
+
+const CONTAINERS_CONF: &str = r#"# Written by flameprobe's tests.
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"#;
+
+/// The podman installation the tests use.
+pub struct Podman {
+    conf: PathBuf,
+}
+
+static PODMAN: OnceLock<Option<Podman>> = OnceLock::new();
+static IMAGES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+impl Podman {
+    /// podman, configured for tests; `None` when podman is not installed
+    /// (a failure instead when FLAMEPROBE_REQUIRE_ROOT_TESTS=1: CI installs it).
+    pub fn get() -> Option<&'static Podman> {
+        PODMAN
+            .get_or_init(|| {
+                let found = Command::new("podman")
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !found {
+                    if std::env::var("FLAMEPROBE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+                        panic!("podman is not installed (scripts/install-deps.sh installs it)");
+                    }
+                    eprintln!("skipped: podman is not installed");
+                    return None;
+                }
+                let dir = repo_root().join("target/test-containers");
+                std::fs::create_dir_all(&dir).unwrap();
+                let conf = dir.join("containers.conf");
+                write_atomically(&conf, CONTAINERS_CONF.as_bytes());
+                Some(Podman { conf })
+            })
+            .as_ref()
+    }
+
+    /// A podman command using the tests' containers.conf.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &self.conf);
+        c
+    }
+
+    /// Runs podman, asserting success; returns its trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("running podman");
+        assert_success(args, &out);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// An image of busybox-static (with `sh`, `sleep` and friends) plus
+    /// `binaries` in `/bin`; imported once per content, so parallel tests
+    /// and test runs share it. Returns its reference.
+    pub fn image(&self, binaries: &[&Path]) -> String {
+        let mut images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .expect("busybox-static is not installed (scripts/install-deps.sh installs it)");
+        let mut key = String::new();
+        for b in std::iter::once(&busybox).chain(binaries) {
+            let m = std::fs::metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+            use std::os::unix::fs::MetadataExt;
+            key.push_str(&format!("{}:{}:{};", b.display(), m.len(), m.mtime()));
+        }
+        if let Some((_, image)) = images.iter().find(|(k, _)| *k == key) {
+            return image.clone();
+        }
+        let tag = format!("localhost/flameprobe-test:{:016x}", fnv(&key));
+        let present = self
+            .command()
+            .args(["image", "exists", &tag])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let root = tempfile::tempdir().unwrap();
+            let bin = root.path().join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+            std::fs::copy(busybox, bin.join("busybox")).unwrap();
+            for applet in ["sh", "sleep", "cat", "true", "ls"] {
+                std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+            }
+            for b in binaries {
+                std::fs::copy(b, bin.join(b.file_name().unwrap())).unwrap();
+            }
+            let tar = root.path().join("rootfs.tar");
+            let status = Command::new("tar")
+                .arg("-C")
+                .arg(root.path())
+                .arg("-cf")
+                .arg(&tar)
+                .args(["bin", "tmp"])
+                .status()
+                .expect("running tar");
+            assert!(status.success(), "tar failed");
+            self.ok(&["import", "--quiet", tar.to_str().unwrap(), &tag]);
+        }
+        images.push((key, tag.clone()));
+        tag
+    }
+
+    /// Starts a detached container named `<prefix>-<name>` (unique to this
+    /// test process) running `cmd`, in `pod` if given.
+    pub fn run(
+        &self,
+        name: &str,
+        image: &str,
+        pod: Option<&PodGuard>,
+        cmd: &[&str],
+    ) -> ContainerGuard<'_> {
+        let name = unique(name);
+        let guard = ContainerGuard {
+            podman: self,
+            name: name.clone(),
+        };
+        let mut args = vec!["run", "-d", "--name", &name];
+        if let Some(p) = pod {
+            args.extend(["--pod", &p.name]);
+        } else {
+            args.extend(["--network", "none"]);
+        }
+        args.push(image);
+        args.extend(cmd);
+        let id = self.ok(&args);
+        assert_eq!(id.len(), 64, "podman run printed {id:?}");
+        guard
+    }
+
+    /// Creates a pod (with its infra container) named `<prefix>-<name>`.
+    pub fn pod(&self, name: &str) -> PodGuard<'_> {
+        let name = unique(name);
+        let guard = PodGuard {
+            podman: self,
+            name: name.clone(),
+        };
+        self.ok(&["pod", "create", "--network", "none", "--name", &name]);
+        guard
+    }
+}
+
+/// A running container, removed (killed) when dropped.
+pub struct ContainerGuard<'p> {
+    podman: &'p Podman,
+    pub name: String,
+}
+
+impl ContainerGuard<'_> {
+    /// `podman inspect --format` of this container.
+    pub fn inspect(&self, format: &str) -> String {
+        self.podman.ok(&["inspect", "--format", format, &self.name])
+    }
+
+    pub fn id(&self) -> String {
+        self.inspect("{{.Id}}")
+    }
+
+    /// Host pid of the container's first process.
+    pub fn pid(&self) -> u32 {
+        self.inspect("{{.State.Pid}}").parse().expect("a pid")
+    }
+}
+
+impl Drop for ContainerGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .podman
+            .command()
+            .args(["rm", "--force", "--time", "0", &self.name])
+            .output();
+    }
+}
+
+/// A pod, removed with its containers when dropped.
+pub struct PodGuard<'p> {
+    podman: &'p Podman,
+    pub name: String,
+}
+
+impl Drop for PodGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .podman
+            .command()
+            .args(["pod", "rm", "--force", "--time", "0", &self.name])
+            .output();
+    }
+}
+
+/// Host pids in a cgroup of the unified hierarchy (its `cgroup.procs`).
+pub fn cgroup_procs(unified_mount: &Path, cgroup_path: &str) -> Vec<u32> {
+    let file = unified_mount
+        .join(cgroup_path.trim_start_matches('/'))
+        .join("cgroup.procs");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn unique(name: &str) -> String {
+    format!("fpt{}-{name}", std::process::id())
+}
+
+fn assert_success(args: &[&str], out: &Output) {
+    assert!(
+        out.status.success(),
+        "podman {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).unwrap();
+    f.write_all(bytes).unwrap();
+    drop(f);
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
