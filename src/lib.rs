@@ -10,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod generate;
 pub mod input;
+pub mod jit;
 pub mod output;
 pub mod probe;
 pub mod proc;
