@@ -28,5 +28,7 @@
 //!    reason: no map ([`runtime::Runtime::perf_map_hint`] gives the flag to
 //!    use), the attach error, or a map that did not cover the address.
 
+pub mod hotspot;
 pub mod names;
 pub mod perfmap;
+pub mod runtime;
