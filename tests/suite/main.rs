@@ -7,6 +7,7 @@ mod util;
 
 mod cli;
 mod convert;
+mod jit;
 mod memleak;
 mod pprof_go;
 mod record_cpu;
