@@ -11,6 +11,7 @@ pub mod container;
 pub mod convert;
 pub mod generate;
 pub mod input;
+pub mod jit;
 pub mod output;
 pub mod probe;
 pub mod proc;

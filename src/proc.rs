@@ -84,6 +84,15 @@ pub struct Status {
     pub tgid: u32,
     /// The pid in each nested pid namespace, outermost first.
     pub nspid: Vec<u32>,
+    /// The thread group id (process id) in each nested pid namespace,
+    /// outermost first: the last one is the pid the process sees itself as,
+    /// which runtimes put in file names (`/tmp/perf-<pid>.map`).
+    pub nstgid: Vec<u32>,
+    /// Effective user and group ids, as seen from our user namespace.
+    pub euid: Option<u32>,
+    pub egid: Option<u32>,
+    /// Signals the process has a handler for (bit `n - 1` for signal `n`).
+    pub sig_cgt: u64,
     /// Effective capabilities bit set.
     pub cap_eff: u64,
     /// File mode creation mask.
@@ -101,18 +110,39 @@ pub fn parse_status(text: &str) -> Status {
         match key {
             "Name" => s.name = value.to_string(),
             "Tgid" => s.tgid = value.parse().unwrap_or(0),
-            "NSpid" => {
-                s.nspid = value
-                    .split_whitespace()
-                    .filter_map(|v| v.parse().ok())
-                    .collect()
-            }
+            "NSpid" => s.nspid = parse_ids(value),
+            "NStgid" => s.nstgid = parse_ids(value),
+            // real, effective, saved, file system
+            "Uid" => s.euid = parse_ids(value).get(1).copied(),
+            "Gid" => s.egid = parse_ids(value).get(1).copied(),
+            "SigCgt" => s.sig_cgt = u64::from_str_radix(value, 16).unwrap_or(0),
             "CapEff" => s.cap_eff = u64::from_str_radix(value, 16).unwrap_or(0),
             "Umask" => s.umask = u32::from_str_radix(value, 8).ok(),
             _ => {}
         }
     }
     s
+}
+
+fn parse_ids(value: &str) -> Vec<u32> {
+    value
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+impl Status {
+    /// The process id as the process itself sees it (innermost pid
+    /// namespace); the host tgid when the kernel does not say.
+    pub fn ns_tgid(&self) -> u32 {
+        self.nstgid.last().copied().unwrap_or(self.tgid)
+    }
+
+    /// Whether the process handles signal `sig` (else its default action
+    /// applies: for SIGQUIT, a core dump).
+    pub fn catches(&self, sig: i32) -> bool {
+        (1..=64).contains(&sig) && self.sig_cgt & (1u64 << (sig - 1)) != 0
+    }
 }
 
 pub fn proc_path(pid: u32, file: &str) -> PathBuf {
@@ -218,6 +248,34 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(s.nspid, [4242, 1]);
         assert_eq!(s.cap_eff, 0x1ff_ffff_ffff);
         assert_eq!(s.umask, Some(0o022));
+    }
+
+    /// A JVM in a pid namespace (`unshare -p -f`), run as uid 1234; the
+    /// lines as the host's /proc shows them (trimmed).
+    #[test]
+    fn parses_namespaced_ids_and_signals() {
+        let text = "Name:\tjava\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t15618\n\
+                    Ngid:\t0\nPid:\t15620\nPPid:\t15617\nTracerPid:\t0\n\
+                    Uid:\t1234\t1235\t1234\t1235\nGid:\t2000\t2001\t2000\t2001\n\
+                    FDSize:\t256\nGroups:\t \nNStgid:\t15618\t1\nNSpid:\t15620\t3\n\
+                    NSpgid:\t15617\t0\nSigQ:\t0/96364\nSigPnd:\t0000000000000000\n\
+                    SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\n\
+                    SigCgt:\t0000000101005ccd\nCapEff:\t0000000000000000\n";
+        let s = parse_status(text);
+        assert_eq!(s.tgid, 15618);
+        assert_eq!(s.nstgid, [15618, 1]);
+        assert_eq!(s.nspid, [15620, 3]);
+        assert_eq!(s.ns_tgid(), 1);
+        assert_eq!((s.euid, s.egid), (Some(1235), Some(2001)));
+        assert!(s.catches(libc::SIGQUIT));
+        assert!(s.catches(libc::SIGHUP));
+        // A JVM started with -Xrs leaves SIGQUIT to its default action.
+        let xrs = parse_status("Tgid:\t7\nSigCgt:\t0000000101001cc8\n");
+        assert!(!xrs.catches(libc::SIGQUIT));
+        assert!(!xrs.catches(0) && !xrs.catches(65));
+        // Without NStgid (Linux before 4.1) the host tgid is all there is.
+        assert_eq!(xrs.ns_tgid(), 7);
+        assert_eq!(xrs.euid, None);
     }
 
     #[test]

@@ -96,10 +96,43 @@ pub fn process_root(pid: u32) -> io::Result<OwnedFd> {
 /// Opens `rel` for reading, resolved inside `dir` as `scope` says, without
 /// blocking; only a regular file is returned.
 pub fn open_file(dir: BorrowedFd<'_>, rel: &Path, scope: Scope) -> Result<File, SafeOpenError> {
+    open_regular(dir, rel, scope, 0)
+}
+
+/// Like [`open_file`], and the last component must not be a symbolic link
+/// either (`O_NOFOLLOW`, an `ELOOP` error): for files a process writes
+/// itself at a fixed path, where a link was planted by someone else.
+pub fn open_file_nofollow(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    scope: Scope,
+) -> Result<File, SafeOpenError> {
+    open_regular(dir, rel, scope, libc::O_NOFOLLOW)
+}
+
+/// An `O_PATH` handle on `rel` of any file type (a UNIX socket, a
+/// directory to create files in), resolved like [`open_file`]; a symbolic
+/// link as the last component is not followed (the handle is the link).
+/// The caller checks the type with `fstat`.
+pub fn open_path(dir: BorrowedFd<'_>, rel: &Path, scope: Scope) -> io::Result<OwnedFd> {
+    openat2(
+        dir,
+        rel,
+        (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        scope,
+    )
+}
+
+fn open_regular(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    scope: Scope,
+    extra_flags: i32,
+) -> Result<File, SafeOpenError> {
     let fd = openat2(
         dir,
         rel,
-        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | extra_flags) as u64,
         scope,
     )?;
     let file = File::from(fd);
@@ -278,6 +311,26 @@ mod tests {
         assert_eq!(top, ["out", "sub"]);
         let err = list_dir(d.as_fd(), Path::new("out"), Scope::Beneath).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
+    }
+
+    #[test]
+    fn nofollow_and_path_handles_do_not_follow_the_last_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok"), b"fine").unwrap();
+        symlink("ok", dir.path().join("link")).unwrap();
+        let d = open_dir(dir.path()).unwrap();
+        assert!(open_file_nofollow(d.as_fd(), Path::new("ok"), Scope::InRoot).is_ok());
+        let err = open_file_nofollow(d.as_fd(), Path::new("link"), Scope::InRoot).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // The plain open follows a link that stays inside.
+        assert!(open_file(d.as_fd(), Path::new("link"), Scope::InRoot).is_ok());
+
+        let h = open_path(d.as_fd(), Path::new("link"), Scope::InRoot).unwrap();
+        let st = nix::sys::stat::fstat(&h).unwrap();
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFLNK);
+        let h = open_path(d.as_fd(), Path::new("/"), Scope::InRoot).unwrap();
+        let st = nix::sys::stat::fstat(&h).unwrap();
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFDIR);
     }
 
     #[test]

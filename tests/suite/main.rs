@@ -9,6 +9,7 @@ mod cli;
 mod containers;
 mod containers_util;
 mod convert;
+mod jit;
 mod memleak;
 mod pprof_go;
 mod record_cpu;

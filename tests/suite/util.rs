@@ -103,6 +103,37 @@ pub fn build_rust(source: &str, out_name: &str) -> PathBuf {
     out
 }
 
+/// Compiles `tests/targets/<source>` (Java) with `javac` into a cached
+/// class directory under target/test-targets; returns that directory
+/// (readable by every user, for targets run as another user).
+pub fn build_java(source: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let stem = source.trim_end_matches(".java");
+    let dir = repo_root()
+        .join("target/test-targets")
+        .join(format!("java-{stem}"));
+    let src = repo_root().join("tests/targets").join(source);
+    let class = dir.join(format!("{stem}.class"));
+    let fresh = class.exists()
+        && std::fs::metadata(&class).unwrap().modified().unwrap()
+            >= std::fs::metadata(&src).unwrap().modified().unwrap();
+    if !fresh {
+        let tmp = dir.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let status = Command::new("javac")
+            .arg("-d")
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .unwrap_or_else(|e| panic!("running javac (install openjdk-17-jdk-headless): {e}"));
+        assert!(status.success(), "compiling {source} failed");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
+    }
+    dir
+}
+
 /// A started target program, killed when dropped.
 pub struct Target {
     pub child: Child,
