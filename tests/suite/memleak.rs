@@ -4,18 +4,8 @@
 //! versus released.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::util::*;
-
-const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"];
-/// Built like most distribution binaries: no frame pointers.
-const NOFP_FLAGS: &[&str] = &["-O2", "-g", "-fomit-frame-pointer", "-pthread"];
 
 /// Leaked bytes and allocation counts of tests/targets/leaks.c, per chain
 /// (root first, ending at the function that called the allocator).
@@ -32,136 +22,6 @@ const LEAKS: &[(&str, u64, u64)] = &[
 fn normalize(s: &str) -> String {
     s.replace("__GI___strdup", "strdup")
         .replace("__strdup", "strdup")
-}
-
-/// A target speaking the ready / go / done protocol on stdin and stdout.
-struct Handshake {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Handshake {
-    fn start(bin: &Path, args: &[&str]) -> Handshake {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut t = Handshake {
-            child,
-            stdin,
-            stdout,
-        };
-        t.expect("ready");
-        t
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn expect(&mut self, word: &str) {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), word, "target protocol");
-    }
-
-    /// Lets the target do its work and waits until it is done.
-    fn go(&mut self) {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(b"go\n").unwrap();
-        stdin.flush().unwrap();
-        self.expect("done");
-    }
-}
-
-impl Drop for Handshake {
-    fn drop(&mut self) {
-        self.stdin.take(); // EOF: the target exits
-        if wait_child(&mut self.child, Duration::from_secs(10)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// flameprobe running in the background; `start` returns once its probes
-/// are attached (it says so on stderr with -v).
-struct Recording {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Recording {
-    fn start(args: &[&str]) -> Recording {
-        let mut child = flameprobe()
-            .arg("record")
-            .arg("-v")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running flameprobe");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let reader = BufReader::new(child.stderr.take().unwrap());
-        let text = stderr.clone();
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                if line.contains("attached to") {
-                    let _ = tx.send(());
-                }
-                let mut t = text.lock().unwrap();
-                t.push_str(&line);
-                t.push('\n');
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
-            panic!("flameprobe did not attach: {}", stderr.lock().unwrap());
-        }
-        Recording { child, stderr }
-    }
-
-    /// Stops the recording with SIGINT and returns (stdout, stderr).
-    fn stop(self) -> (String, String) {
-        // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.finish()
-    }
-
-    /// Waits for the recording to end by itself; returns (stdout, stderr).
-    fn finish(mut self) -> (String, String) {
-        let mut stdout = String::new();
-        use std::io::Read;
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
-        // Let the reader thread see EOF.
-        std::thread::sleep(Duration::from_millis(50));
-        let err = self.stderr.lock().unwrap().clone();
-        assert!(status.success(), "flameprobe failed: {status}\n{err}");
-        (stdout, err)
-    }
 }
 
 /// Allocation counts from the summary lines `bytes count  leaf <- ... <- root`
@@ -211,7 +71,9 @@ fn assert_exact_leaks(folded: &BTreeMap<String, u64>, stderr: &str) {
 }
 
 /// Records the leaks target (built with `flags`) by pid and checks the
-/// exact result.
+/// exact result. The target does its work (and leaks) only when told, right
+/// after flameprobe says it is attached: every allocation made after that
+/// line must be seen (nothing is missed while the probes go live).
 fn exact_leaks_by_pid(name: &str, flags: &[&str]) {
     let bin = build_c("leaks.c", name, flags);
     let mut target = Handshake::start(&bin, &["wait"]);

@@ -12,8 +12,6 @@ use flameprobe::output::pprof::proto;
 
 use crate::util::*;
 
-const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
-
 fn go_pprof(args: &[&str], file: &Path) -> String {
     let home = tempfile::tempdir().unwrap();
     let out = Command::new("go")

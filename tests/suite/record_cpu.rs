@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
-
 fn assert_ratio_and_chains(folded: &std::collections::BTreeMap<String, u64>, min_complete: f64) {
     let a = leaf_weight(folded, "hot_a") as f64;
     let b = leaf_weight(folded, "hot_b") as f64;
@@ -311,4 +309,36 @@ fn whole_system_excludes_idle_by_default() {
         folded.keys().any(|s| s.starts_with("[0]")),
         "idle included: {folded:#?}"
     );
+}
+
+/// 100,000 threads and 70,000 processes come and go before the command
+/// starts its last child: the in-kernel target table keeps room for it
+/// (threads need no entry, dead processes leave), so it is profiled.
+#[test]
+fn children_are_followed_after_thread_and_process_churn() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = build_c("churn.c", "churn", FP_FLAGS);
+    let out = run_ok(&[
+        "record",
+        "-F",
+        "199",
+        "-o",
+        "-",
+        "--",
+        bin.to_str().unwrap(),
+        "100000",
+        "70000",
+    ]);
+    let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        chain_weight(&folded, "main;child_spin;spin") > 20,
+        "the last child was profiled: {folded:#?}\n{err}"
+    );
+    assert!(
+        chain_weight(&folded, "main;parent_spin;spin") > 20,
+        "{folded:#?}"
+    );
+    assert!(!err.contains("not followed"), "{err}");
 }

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use crate::util::*;
 
-const NOFP: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
-
 fn record_pid(pid: u32, extra: &[&str]) -> (BTreeMap<String, u64>, String) {
     let pid = pid.to_string();
     let mut args = vec!["record", "-p", &pid, "-o", "-"];
@@ -28,7 +26,7 @@ fn share(folded: &BTreeMap<String, u64>, pred: impl Fn(&str) -> bool) -> f64 {
 fn no_frame_pointers_75_25_with_complete_chains_to_entry() {
     require_root!();
     let _cpu = shared_cpu();
-    let bin = ratio_target("ratio-nofp", NOFP);
+    let bin = ratio_target("ratio-nofp", NOFP_FLAGS);
     let target = Target::start(&bin, &["60"]);
     let (folded, err) = record_pid(target.pid(), &["-d", "3s", "-F", "999"]);
     let a = leaf_weight(&folded, "hot_a") as f64;
@@ -64,7 +62,7 @@ fn frame_pointer_mode_loses_callers_without_frame_pointers() {
     // fp really uses only frame pointers.
     require_root!();
     let _cpu = shared_cpu();
-    let bin = ratio_target("ratio-nofp", NOFP);
+    let bin = ratio_target("ratio-nofp", NOFP_FLAGS);
     let target = Target::start(&bin, &["60"]);
     let (folded, _) = record_pid(target.pid(), &["-d", "2s", "--unwind", "fp"]);
     let complete = share(&folded, |s| {
@@ -80,7 +78,7 @@ fn frame_pointer_mode_loses_callers_without_frame_pointers() {
 fn callback_from_libc_qsort_keeps_caller_and_main() {
     require_root!();
     let _cpu = shared_cpu();
-    let bin = build_c("qsort.c", "qsort-nofp", NOFP);
+    let bin = build_c("qsort.c", "qsort-nofp", NOFP_FLAGS);
     let target = Target::start(&bin, &["60"]);
     let (folded, _) = record_pid(target.pid(), &["-d", "3s", "-F", "199"]);
     let callback: u64 = leaf_weight(&folded, "cmp_values");
@@ -135,7 +133,7 @@ fn assert_recursion_order(folded: &BTreeMap<String, u64>) -> (u64, u64) {
 fn deep_recursion_is_complete_or_marked_truncated() {
     require_root!();
     let _cpu = shared_cpu();
-    let bin = build_c("recurse.c", "recurse-nofp", NOFP);
+    let bin = build_c("recurse.c", "recurse-nofp", NOFP_FLAGS);
     let target = Target::start(&bin, &["300", "60"]);
     // 300 frames of ~100 bytes do not fit in the default 16 KiB copy ...
     let (folded, err) = record_pid(target.pid(), &["-d", "2s"]);
@@ -158,11 +156,7 @@ fn deep_recursion_is_complete_or_marked_truncated() {
 fn threads_reach_start_thread_with_names() {
     require_root!();
     let _cpu = shared_cpu();
-    let bin = build_c(
-        "threads.c",
-        "threads-nofp",
-        &["-O2", "-g", "-fomit-frame-pointer", "-pthread"],
-    );
+    let bin = build_c("threads.c", "threads-nofp", NOFP_FLAGS);
     let target = Target::start(&bin, &["60"]);
     let (folded, _) = record_pid(target.pid(), &["-d", "3s"]);
     for n in 1..=3 {

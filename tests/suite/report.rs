@@ -117,8 +117,6 @@ fn text_report_focus_and_pruning() {
     assert_eq!(r["total"], 100);
 }
 
-const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
-
 fn find<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
     for n in nodes.as_array()? {
         if n["name"] == name {

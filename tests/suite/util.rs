@@ -3,10 +3,18 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+/// Compiler flags of the C test targets: with frame pointers (so that even
+/// a frame-pointer walk gives complete stacks)...
+pub const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"];
+/// ... and built like most distribution binaries, without frame pointers.
+pub const NOFP_FLAGS: &[&str] = &["-O2", "-g", "-fomit-frame-pointer", "-pthread"];
 
 /// Returns early from a test that needs root when not root; fails instead
 /// when FLAMEPROBE_REQUIRE_ROOT_TESTS=1 (as CI sets it).
@@ -265,4 +273,134 @@ pub fn assert_well_formed_xml(text: &str) {
 /// The ratio test program built with the given compiler flags.
 pub fn ratio_target(name: &str, flags: &[&str]) -> PathBuf {
     build_c("ratio.c", name, flags)
+}
+
+/// A target speaking the ready / go / done protocol on stdin and stdout.
+pub struct Handshake {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Handshake {
+    pub fn start(bin: &Path, args: &[&str]) -> Handshake {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut t = Handshake {
+            child,
+            stdin,
+            stdout,
+        };
+        t.expect("ready");
+        t
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn expect(&mut self, word: &str) {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), word, "target protocol");
+    }
+
+    /// Lets the target do its work and waits until it is done.
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        self.expect("done");
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.stdin.take(); // EOF: the target exits
+        if wait_child(&mut self.child, Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// flameprobe running in the background; `start` returns once its probes
+/// are attached (it says so on stderr with -v).
+pub struct Recording {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Recording {
+    pub fn start(args: &[&str]) -> Recording {
+        let mut child = flameprobe()
+            .arg("record")
+            .arg("-v")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running flameprobe");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let reader = BufReader::new(child.stderr.take().unwrap());
+        let text = stderr.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if line.contains("attached to") {
+                    let _ = tx.send(());
+                }
+                let mut t = text.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!("flameprobe did not attach: {}", stderr.lock().unwrap());
+        }
+        Recording { child, stderr }
+    }
+
+    /// Stops the recording with SIGINT and returns (stdout, stderr).
+    pub fn stop(self) -> (String, String) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    /// Waits for the recording to end by itself; returns (stdout, stderr).
+    pub fn finish(mut self) -> (String, String) {
+        let mut stdout = String::new();
+        use std::io::Read;
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        // Let the reader thread see EOF.
+        std::thread::sleep(Duration::from_millis(50));
+        let err = self.stderr.lock().unwrap().clone();
+        assert!(status.success(), "flameprobe failed: {status}\n{err}");
+        (stdout, err)
+    }
 }
