@@ -50,7 +50,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-wid
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l probe -d 'What to record: CPU time, user-space memory leaks (memleak) or kernel memory leaks (kmemleak)' -r -f -a "cpu\t'On-CPU stacks, sampled (flame graph of CPU time)'
 memleak\t'User-space memory allocated during the recording and not freed by its end'
 kmemleak\t'Kernel memory (slab and pages) allocated during the recording and not freed'"
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-age -d 'memleak/kmemleak: leave out allocations younger than this at the end of the recording (in flight, not leaked); 0 keeps all' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-age -d 'memleak/kmemleak: leave out allocations younger than this at the end of the recording (in flight, not leaked); 0 keeps all [default: 500ms]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l sample-bytes -d 'memleak: sample each allocated byte with probability 1/N (estimates scaled back up) instead of tracking every allocation; e.g. 512k' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l report -d 'Also print the top-functions report (to stderr when the profile goes to stdout)'

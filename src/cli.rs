@@ -14,6 +14,25 @@ use crate::report::{ReportConfig, ReportOptions};
 use crate::target::TargetSpec;
 use crate::unwind::UnwindMode;
 
+/// flameprobe's exit codes and what they mean (for main, --help and the
+/// man pages).
+pub const EXIT_SUCCESS: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_CODES: &[(u8, &str)] = &[
+    (
+        EXIT_SUCCESS,
+        "success (also when the reader of standard output went away)",
+    ),
+    (
+        EXIT_ERROR,
+        "error: no such process or container, missing capability, no BTF, BPF load failure, \
+         output not writable, nothing recorded, malformed input file, ... (one line on \
+         standard error says what and how to fix it)",
+    ),
+    (EXIT_USAGE, "usage error (bad option or value)"),
+];
+
 /// eBPF flame-graph profiler for Linux: processes, containers, the whole
 /// machine, or a command it launches.
 #[derive(Debug, Parser)]
@@ -110,7 +129,8 @@ pub struct RecordArgs {
     #[arg(long, value_enum, default_value_t = ProbeKind::Cpu)]
     pub probe: ProbeKind,
     /// memleak/kmemleak: leave out allocations younger than this at the end
-    /// of the recording (in flight, not leaked); 0 keeps all.
+    /// of the recording (in flight, not leaked); 0 keeps all [default:
+    /// 500ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_min_age_arg)]
     pub min_age: Option<Duration>,
     /// memleak: sample each allocated byte with probability 1/N (estimates
@@ -316,7 +336,13 @@ impl RecordArgs {
             }
             TargetSpec::Command(self.command)
         } else if !self.pids.is_empty() {
-            TargetSpec::Pids(self.pids)
+            let mut pids: Vec<u32> = Vec::with_capacity(self.pids.len());
+            for p in self.pids {
+                if !pids.contains(&p) {
+                    pids.push(p);
+                }
+            }
+            TargetSpec::Pids(pids)
         } else {
             TargetSpec::System
         };
@@ -400,8 +426,8 @@ mod tests {
 
     #[test]
     fn pids_repeat_and_comma_separate() {
-        let c = record(&["-p", "1,2", "--pid", "3"]).unwrap();
-        assert_eq!(c.target, TargetSpec::Pids(vec![1, 2, 3]));
+        let c = record(&["-p", "1,2", "--pid", "3,1"]).unwrap();
+        assert_eq!(c.target, TargetSpec::Pids(vec![1, 2, 3]), "once each");
     }
 
     #[test]

@@ -142,24 +142,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses a user-stack copy size: bytes, or with a K suffix; 4K to 64K,
 /// rounded up to whole 4 KiB pages.
 pub fn parse_stack_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let (num, mult) = match t.strip_suffix(['K', 'k']) {
-        Some(n) => (n, 1024),
-        None => (t, 1),
-    };
-    let bytes = num
-        .parse::<u32>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("invalid stack size '{s}': expected bytes or e.g. 16K"))?;
+    let bytes = parse_bytes(s)
+        .map_err(|_| format!("invalid stack size '{s}': expected bytes or e.g. 16K"))?;
     let max = crate::unwind::MAX_STACK_COPY;
-    if !(4096..=max).contains(&bytes) {
+    if !(4096..=u64::from(max)).contains(&bytes) {
         return Err(format!(
             "stack size '{s}' is out of range: use 4K to {}K (the BPF ring buffer record limit)",
             max / 1024
         ));
     }
-    Ok(bytes.div_ceil(4096) * 4096)
+    Ok((bytes.div_ceil(4096) * 4096) as u32)
 }
 
 /// Parses a sampling frequency in Hz (1 to MAX_FREQUENCY).
@@ -200,8 +192,13 @@ mod tests {
         assert_eq!(parse_stack_size("16K"), Ok(16384));
         assert_eq!(parse_stack_size("5000"), Ok(8192));
         assert_eq!(parse_stack_size("64k"), Ok(65536));
-        for bad in ["1K", "65K", "x", "1M"] {
-            assert!(parse_stack_size(bad).is_err(), "{bad}");
+        for bad in ["x", "16Q", "0"] {
+            let err = parse_stack_size(bad).unwrap_err();
+            assert!(err.contains("invalid"), "{bad}: {err}");
+        }
+        for big in ["1K", "65K", "1M", "99999999999"] {
+            let err = parse_stack_size(big).unwrap_err();
+            assert!(err.contains("out of range"), "{big}: {err}");
         }
     }
 

@@ -37,15 +37,25 @@ pub fn all(dir: &Path) -> Result<()> {
     let cmd = Cli::command();
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    exit_status_section(&mut buf);
     write(&man.join("flameprobe.1"), &buf)?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("flameprobe-{}", sub.get_name());
         let sub = sub.clone().name(name.clone());
         let mut buf = Vec::new();
         clap_mangen::Man::new(sub).render(&mut buf)?;
+        exit_status_section(&mut buf);
         write(&man.join(format!("{name}.1")), &buf)?;
     }
     Ok(())
+}
+
+/// The EXIT STATUS section of a man page (roff).
+fn exit_status_section(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in crate::cli::EXIT_CODES {
+        buf.extend_from_slice(format!(".TP\n\\fB{code}\\fR\n{meaning}\n").as_bytes());
+    }
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<()> {

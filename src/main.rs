@@ -6,12 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use flameprobe::cli::{Cli, Cmd};
+use flameprobe::cli::{Cli, Cmd, EXIT_ERROR, EXIT_USAGE};
 use flameprobe::{convert, generate, record, report};
-
-/// Exit codes (documented in README and --help).
-const EXIT_ERROR: u8 = 1;
-const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -73,8 +69,13 @@ fn init_logging(verbose: u8) {
     };
     env_logger::Builder::new()
         .filter_level(level)
-        .format_target(false)
-        .format_timestamp(None)
+        .format(|f, record| match record.level() {
+            // Warnings read like the rest of flameprobe's messages; the
+            // details of -v and -vv keep their level.
+            log::Level::Error => writeln!(f, "flameprobe: error: {}", record.args()),
+            log::Level::Warn => writeln!(f, "flameprobe: warning: {}", record.args()),
+            level => writeln!(f, "[{level:<5}] {}", record.args()),
+        })
         .parse_env("FLAMEPROBE_LOG")
         .init();
 }

@@ -170,6 +170,29 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(rest.split_whitespace().collect())
 }
 
+/// The kernel's task flags (field 9 of `/proc/PID/stat`).
+pub fn parse_stat_flags(stat: &str) -> Option<u64> {
+    stat_fields(stat)?.get(6)?.parse().ok()
+}
+
+/// Whether `pid` is a kernel thread (PF_KTHREAD).
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    fs::read_to_string(proc_path(pid, "stat"))
+        .ok()
+        .and_then(|s| parse_stat_flags(&s))
+        .is_some_and(|f| f & PF_KTHREAD != 0)
+}
+
+/// Whether flameprobe runs in the initial PID namespace, where pids are
+/// the ones the kernel (and BPF) reports.
+pub fn in_initial_pid_namespace() -> bool {
+    // The initial PID namespace's inode number (PROC_PID_INIT_INO).
+    const INIT: u64 = 0xEFFF_FFFC;
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(true, |m| m.ino() == INIT)
+}
+
 /// The process start time in clock ticks after boot (field 22 of
 /// `/proc/PID/stat`).
 pub fn parse_stat_start_time(stat: &str) -> Option<u64> {
@@ -283,6 +306,10 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let stat = "4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 98 0 0 0 1 2 0 0 20 0 1 0 \
                     123456 2531328 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
         assert_eq!(parse_stat_start_time(stat), Some(123456));
+        assert_eq!(parse_stat_flags(stat), Some(4194560));
+        assert!(is_kernel_thread(2), "kthreadd");
+        assert!(!is_kernel_thread(std::process::id()));
+        assert!(in_initial_pid_namespace());
         assert_eq!(parse_stat_start_time("garbage"), None);
     }
 

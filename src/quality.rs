@@ -39,6 +39,8 @@ pub struct StackQuality {
     pub truncated: u64,
     /// Samples with at least one unsymbolized frame, per binary.
     pub unsymbolized: BTreeMap<String, u64>,
+    /// What would give longer stacks (shown with the truncated share).
+    pub truncation_hint: Option<String>,
 }
 
 impl StackQuality {
@@ -123,8 +125,8 @@ impl fmt::Display for StackQuality {
             self.pct(self.reached_entry),
             self.pct(self.truncated)
         )?;
-        if self.truncated > 0 {
-            write!(f, " (a larger --stack-size copies more of the stack)")?;
+        if let Some(hint) = self.truncation_hint.as_ref().filter(|_| self.truncated > 0) {
+            write!(f, " ({hint})")?;
         }
         writeln!(f)?;
         let mut worst: Vec<(&String, &u64)> = self.unsymbolized.iter().collect();
@@ -178,7 +180,10 @@ mod tests {
         assert_eq!(q.reached_entry, 6);
         assert_eq!(q.truncated, 3);
         assert_eq!(q.unsymbolized.get("libfoo.so"), Some(&3));
+        let mut q = q;
+        q.truncation_hint = Some("try this".into());
         let text = q.to_string();
+        assert!(text.contains("truncated (try this)"), "{text}");
         assert!(text.contains("60.0% of user stacks reached"), "{text}");
         assert!(text.contains("30.0% truncated"), "{text}");
         assert!(text.contains("libfoo.so 30.0%"), "{text}");

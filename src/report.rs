@@ -64,18 +64,105 @@ pub struct TopRow {
 }
 
 /// A node of the merged call tree. Values are in [`Report::unit`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TreeNode {
     pub name: String,
     /// Everything through this frame ("duration").
     pub total: u64,
     pub total_percent: f64,
     /// Total minus the children ("self duration").
-    #[serde(rename = "self")]
     pub self_value: u64,
     /// Samples through this frame ("dump count").
     pub count: u64,
-    pub children: Vec<TreeNode>,
+    /// Indices in [`Tree::nodes`], heaviest first.
+    pub children: Vec<usize>,
+}
+
+/// The merged call tree, its nodes in one arena: stacks may be thousands of
+/// frames deep, so nothing here recurses (building, walking, JSON).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tree {
+    pub nodes: Vec<TreeNode>,
+    /// Indices of the root frames, heaviest first.
+    pub roots: Vec<usize>,
+}
+
+impl Tree {
+    /// The nodes in depth-first order (children heaviest first), with
+    /// their depth.
+    pub fn walk(&self) -> impl Iterator<Item = (usize, &TreeNode)> + '_ {
+        let mut stack: Vec<(usize, usize)> = self.roots.iter().rev().map(|&i| (0, i)).collect();
+        std::iter::from_fn(move || {
+            let (depth, i) = stack.pop()?;
+            let node = &self.nodes[i];
+            stack.extend(node.children.iter().rev().map(|&c| (depth + 1, c)));
+            Some((depth, node))
+        })
+    }
+
+    /// The child (or, with `None`, the root) named `name`.
+    pub fn child(&self, parent: Option<usize>, name: &str) -> Option<&TreeNode> {
+        let list = match parent {
+            Some(p) => &self.nodes[p].children,
+            None => &self.roots,
+        };
+        list.iter()
+            .map(|&i| &self.nodes[i])
+            .find(|n| n.name == name)
+    }
+
+    /// The tree as JSON (nested `children` arrays), written without
+    /// recursion.
+    fn to_json(&self) -> String {
+        let mut out = String::from("[");
+        // Closing brackets owed, innermost last: after the children of a
+        // node come "]}".
+        enum Step {
+            Node(usize, bool),
+            Close,
+        }
+        let mut todo: Vec<Step> = self
+            .roots
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(k, &i)| Step::Node(i, k > 0))
+            .collect();
+        while let Some(step) = todo.pop() {
+            match step {
+                Step::Close => out.push_str("]}"),
+                Step::Node(i, comma) => {
+                    let n = &self.nodes[i];
+                    if comma {
+                        out.push(',');
+                    }
+                    let name = serde_json::to_string(&n.name).unwrap_or_else(|_| "\"\"".into());
+                    let _ = write!(
+                        out,
+                        "{{\"name\":{name},\"total\":{},\"total_percent\":{},\"self\":{},\"count\":{},\"children\":[",
+                        n.total,
+                        json_f64(n.total_percent),
+                        n.self_value,
+                        n.count
+                    );
+                    todo.push(Step::Close);
+                    todo.extend(
+                        n.children
+                            .iter()
+                            .enumerate()
+                            .rev()
+                            .map(|(k, &c)| Step::Node(c, k > 0)),
+                    );
+                }
+            }
+        }
+        out.push(']');
+        out
+    }
+}
+
+fn json_f64(v: f64) -> String {
+    serde_json::to_string(&v).unwrap_or_else(|_| "0".into())
 }
 
 /// The report data, printed as text or serialized as JSON.
@@ -100,8 +187,10 @@ pub struct Report {
     pub focused_total: u64,
     pub min_percent: f64,
     pub top: Vec<TopRow>,
-    /// Roots of the merged call tree, pruned by `min_percent`.
-    pub tree: Vec<TreeNode>,
+    /// The merged call tree, pruned by `min_percent` (in JSON: the roots,
+    /// each with nested `children`).
+    #[serde(skip)]
+    pub tree: Tree,
 }
 
 /// Trie node while building.
@@ -206,7 +295,7 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
         top.truncate(opts.top);
     }
 
-    let tree = children(&nodes, 0, &percent, opts.min_percent);
+    let tree = prune(&nodes, &percent, opts.min_percent);
     let shown = &profile.sample_types[display];
     Report {
         value: shown.name.clone(),
@@ -223,31 +312,44 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
     }
 }
 
-fn children(
-    nodes: &[Building],
-    at: usize,
-    percent: &dyn Fn(u64) -> f64,
-    min_percent: f64,
-) -> Vec<TreeNode> {
-    let mut out: Vec<TreeNode> = nodes[at]
-        .children
-        .iter()
-        .filter(|(_, &i)| percent(nodes[i].weight) >= min_percent)
-        .map(|(name, &i)| {
+/// The pruned tree of the trie in `nodes` (node 0 is the root of all).
+fn prune(nodes: &[Building], percent: &dyn Fn(u64) -> f64, min_percent: f64) -> Tree {
+    let mut tree = Tree::default();
+    // (trie node, index of its tree node's parent).
+    let mut todo: Vec<(usize, Option<usize>)> = vec![(0, None)];
+    while let Some((at, parent)) = todo.pop() {
+        let mut kids: Vec<usize> = Vec::new();
+        for (name, &i) in &nodes[at].children {
             let n = &nodes[i];
-            let below: u64 = n.children.values().map(|&c| nodes[c].weight).sum();
-            TreeNode {
+            if percent(n.weight) < min_percent {
+                continue;
+            }
+            let below = n
+                .children
+                .values()
+                .fold(0u64, |sum, &c| sum.saturating_add(nodes[c].weight));
+            tree.nodes.push(TreeNode {
                 name: name.clone(),
                 total: n.weight,
                 total_percent: percent(n.weight),
                 self_value: n.weight.saturating_sub(below),
                 count: n.count,
-                children: children(nodes, i, percent, min_percent),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));
-    out
+                children: Vec::new(),
+            });
+            let id = tree.nodes.len() - 1;
+            kids.push(id);
+            todo.push((i, Some(id)));
+        }
+        kids.sort_by(|&a, &b| {
+            let (a, b) = (&tree.nodes[a], &tree.nodes[b]);
+            b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name))
+        });
+        match parent {
+            Some(p) => tree.nodes[p].children = kids,
+            None => tree.roots = kids,
+        }
+    }
+    tree
 }
 
 /// `flameprobe report`: reads the input and prints the report to stdout.
@@ -336,8 +438,7 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
             "{:>12} {:>7} {:>12} {:>9}  frame",
             "total", "total%", "self", count_name
         );
-        let mut stack: Vec<(usize, &TreeNode)> = report.tree.iter().rev().map(|n| (0, n)).collect();
-        while let Some((depth, node)) = stack.pop() {
+        for (depth, node) in report.tree.walk() {
             let _ = writeln!(
                 out,
                 "{:>12} {:>6.2}% {:>12} {:>9}  {:indent$}{}",
@@ -349,7 +450,6 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
                 node.name,
                 indent = depth * 2
             );
-            stack.extend(node.children.iter().rev().map(|c| (depth + 1, c)));
         }
     }
     out
@@ -363,12 +463,21 @@ fn self_word(unit: &str) -> &'static str {
     }
 }
 
-/// The report as pretty JSON (one document, newline-terminated).
+/// The report as JSON (one document, newline-terminated): the fields of
+/// [`Report`], pretty, with the tree as one compact line.
 pub fn render_json(report: &Report) -> String {
     let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| {
         // Serializing plain structs of numbers and strings cannot fail.
         format!("{{\"error\": \"{e}\"}}")
     });
+    // Splice in the tree, which serde would serialize recursively.
+    if s.ends_with('}') {
+        s.pop();
+        while s.ends_with('\n') {
+            s.pop();
+        }
+        let _ = write!(s, ",\n  \"tree\": {}\n}}", report.tree.to_json());
+    }
     s.push('\n');
     s
 }
@@ -385,8 +494,16 @@ main;c;b 2
 main 1
 ";
 
-    fn node<'a>(nodes: &'a [TreeNode], name: &str) -> &'a TreeNode {
-        nodes.iter().find(|n| n.name == name).unwrap()
+    /// The node at `path` (frame names from the root).
+    fn node<'a>(tree: &'a Tree, path: &[&str]) -> &'a TreeNode {
+        let mut at = None;
+        let mut found = None;
+        for name in path {
+            let n = tree.child(at, name).unwrap_or_else(|| panic!("{name}"));
+            at = tree.nodes.iter().position(|x| std::ptr::eq(x, n));
+            found = Some(n);
+        }
+        found.unwrap()
     }
 
     #[test]
@@ -394,14 +511,18 @@ main 1
         let p = folded::parse("t", FIXTURE).unwrap();
         let r = build(&p, &ReportOptions::default());
         assert_eq!((r.total, r.count, r.unit.as_str()), (11, 11, "count"));
-        let main = node(&r.tree, "main");
+        let main = node(&r.tree, &["main"]);
         assert_eq!((main.total, main.self_value, main.count), (11, 1, 11));
-        let a = node(&main.children, "a");
+        let a = node(&r.tree, &["main", "a"]);
         assert_eq!((a.total, a.self_value), (8, 3));
-        assert_eq!(node(&a.children, "b").total, 5);
-        let c = node(&main.children, "c");
+        assert_eq!(node(&r.tree, &["main", "a", "b"]).total, 5);
+        let c = node(&r.tree, &["main", "c"]);
         assert_eq!((c.total, c.self_value), (2, 0));
-        assert_eq!(main.children[0].name, "a", "heaviest first");
+        assert_eq!(r.tree.nodes[main.children[0]].name, "a", "heaviest first");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap();
+        assert_eq!(json["tree"][0]["name"], "main");
+        assert_eq!(json["tree"][0]["children"][0]["children"][0]["name"], "b");
+        assert_eq!(json["tree"][0]["children"][1]["self"], 0);
         let b = r.top.iter().find(|t| t.name == "b").unwrap();
         assert_eq!((b.self_value, b.total), (7, 7));
         assert!((b.self_percent - 700.0 / 11.0).abs() < 1e-9);
@@ -419,7 +540,7 @@ main 1
         };
         let r = build(&p, &opts);
         assert_eq!(r.focused_total, 2);
-        let main = node(&r.tree, "main");
+        let main = node(&r.tree, &["main"]);
         assert_eq!(main.total, 2);
         assert_eq!(main.children.len(), 1);
         let opts = ReportOptions {
@@ -427,7 +548,7 @@ main 1
             ..ReportOptions::default()
         };
         let r = build(&p, &opts);
-        let main = node(&r.tree, "main");
+        let main = node(&r.tree, &["main"]);
         assert_eq!(main.children.len(), 1, "c (18%) pruned");
         assert_eq!(main.self_value, 1, "self is not changed by pruning");
     }
@@ -454,5 +575,31 @@ main 1
         let json: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap();
         assert_eq!(json["top"][0]["self"], 30_303_030);
         assert_eq!(json["value"], "cpu");
+    }
+
+    #[test]
+    fn deep_stacks_need_no_deep_recursion() {
+        // Run on a small stack: nothing may recurse per frame.
+        let handle = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let frames: Vec<String> = (0..20_000).map(|i| format!("f{i}")).collect();
+                let text = format!("{} 5\n{};x 2\n", frames.join(";"), frames[..10].join(";"));
+                let p = folded::parse("deep", &text).unwrap();
+                let opts = ReportOptions {
+                    tree: true,
+                    ..ReportOptions::default()
+                };
+                let r = build(&p, &opts);
+                let text = render_text(&p, &r, &opts);
+                assert!(text.contains("f19999"));
+                let json = render_json(&r);
+                assert_eq!(json.matches('{').count(), json.matches('}').count());
+                assert!(json.contains("\"name\":\"f19999\""));
+                assert_eq!(r.tree.walk().count(), 20_001);
+                r.tree.walk().map(|(depth, _)| depth).max()
+            })
+            .unwrap();
+        assert_eq!(handle.join().unwrap(), Some(19_999));
     }
 }

@@ -10,8 +10,13 @@ static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 extern "C" fn on_signal(_: libc::c_int) {
     if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
         // Second signal: abort without writing (async-signal-safe exit).
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(130) };
+        const MSG: &[u8] =
+            b"\nflameprobe: interrupted again: stopped at once, nothing was written\n";
+        // SAFETY: write and _exit are async-signal-safe; MSG is static.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(130);
+        }
     }
 }
 

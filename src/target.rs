@@ -62,8 +62,14 @@ impl Filter {
 pub enum TargetError {
     #[error("no such process: {0} (check the pid with `ps -p {0}`)")]
     NoSuchProcess(u32),
-    #[error("cannot start `{cmd}`: {source}")]
-    Spawn { cmd: String, source: io::Error },
+    #[error(
+        "flameprobe runs inside a PID namespace (a container?), where pids differ from the \
+         kernel's: run it on the host (or in a container sharing the host's PID namespace, \
+         e.g. `--pid=host`) to profile by pid"
+    )]
+    InPidNamespace,
+    #[error("cannot start `{cmd}`: {cause}")]
+    Spawn { cmd: String, cause: io::Error },
 }
 
 impl TargetSpec {
@@ -83,12 +89,49 @@ impl TargetSpec {
     /// Checks that named processes exist (before anything is attached).
     pub fn validate(&self) -> Result<(), TargetError> {
         if let TargetSpec::Pids(pids) = self {
-            if let Some(&missing) = pids.iter().find(|&&p| !proc::process_alive(p)) {
-                return Err(TargetError::NoSuchProcess(missing));
-            }
+            resolve_pids(pids)?;
         }
         Ok(())
     }
+}
+
+/// The processes to profile for the pids given with `--pid`: each must
+/// exist; a thread id stands for its process, a pid given twice counts
+/// once, and a kernel thread is allowed but said to be one. Pids are the
+/// kernel's (the initial PID namespace's): inside another one, an error.
+pub fn resolve_pids(pids: &[u32]) -> Result<Vec<u32>, TargetError> {
+    if !proc::in_initial_pid_namespace() {
+        return Err(TargetError::InPidNamespace);
+    }
+    let mut out: Vec<u32> = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        let status = match proc::read_status(pid) {
+            Ok(s) if proc::process_alive(pid) => s,
+            _ => return Err(TargetError::NoSuchProcess(pid)),
+        };
+        let process = if status.tgid != 0 && status.tgid != pid {
+            let name = proc::read_status(status.tgid)
+                .map(|s| s.name)
+                .unwrap_or_default();
+            log::warn!(
+                "{pid} is a thread of process {} ({name}): profiling the whole process",
+                status.tgid
+            );
+            status.tgid
+        } else {
+            pid
+        };
+        if proc::is_kernel_thread(process) {
+            log::warn!(
+                "pid {process} ({}) is a kernel thread: its stacks have kernel frames only",
+                status.name
+            );
+        }
+        if !out.contains(&process) {
+            out.push(process);
+        }
+    }
+    Ok(out)
 }
 
 fn command_line(argv: &[OsString]) -> String {
@@ -116,9 +159,9 @@ impl LaunchedCommand {
     /// stdout for profile data.
     pub fn spawn(argv: &[OsString], stdout_to_stderr: bool) -> Result<Self, TargetError> {
         let cmd = command_line(argv);
-        let spawn_err = |source: io::Error| TargetError::Spawn {
+        let spawn_err = |cause: io::Error| TargetError::Spawn {
             cmd: cmd.clone(),
-            source,
+            cause,
         };
         let args: Vec<CString> = argv
             .iter()
@@ -134,6 +177,10 @@ impl LaunchedCommand {
         // async-signal-safe functions on memory prepared before the fork.
         match unsafe { fork() }.map_err(|e| spawn_err(e.into()))? {
             ForkResult::Child => unsafe {
+                // Only flameprobe holds the release end: if it goes away,
+                // the read below sees EOF instead of waiting forever.
+                libc::close(go_w.as_raw_fd());
+                libc::close(err_r.as_raw_fd());
                 let mut byte = 0u8;
                 let n = libc::read(go_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
                 if n != 1 {
@@ -169,7 +216,7 @@ impl LaunchedCommand {
     /// Lets the command exec and reports whether exec succeeded.
     pub fn start(&mut self) -> Result<(), TargetError> {
         let cmd = self.cmd.clone();
-        let err = |source| TargetError::Spawn { cmd, source };
+        let err = |cause| TargetError::Spawn { cmd, cause };
         if let Some(fd) = self.release.take() {
             if let Err(e) = std::fs::File::from(fd).write_all(&[1]) {
                 return Err(err(e));
@@ -203,9 +250,14 @@ impl LaunchedCommand {
 
 impl Drop for LaunchedCommand {
     fn drop(&mut self) {
-        // A child still held before exec exits when the pipe closes; one
-        // that runs keeps running on its own, as under `perf record`.
-        self.release.take();
+        // A child still held before exec (recording never started: an
+        // attach error) is killed and reaped; one that runs keeps running
+        // on its own, as under `perf record`.
+        if self.release.take().is_some() && self.status.is_none() {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+            return;
+        }
         let _ = self.try_wait();
     }
 }
@@ -222,6 +274,23 @@ mod tests {
         assert_eq!(TargetSpec::Pids(vec![5, 6]).describe(), "pids 5,6");
         let cmd = TargetSpec::Command(vec!["sleep".into(), "1".into()]);
         assert_eq!(cmd.describe(), "command `sleep 1`");
+    }
+
+    #[test]
+    fn threads_stand_for_their_process_and_duplicates_count_once() {
+        let me = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, me);
+        assert_eq!(resolve_pids(&[tid, me, me]).unwrap(), vec![me]);
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
     }
 
     #[test]
@@ -258,11 +327,23 @@ mod tests {
     }
 
     #[test]
+    fn a_command_never_started_is_killed_and_reaped() {
+        let argv: Vec<OsString> = vec!["sleep".into(), "100".into()];
+        let cmd = LaunchedCommand::spawn(&argv, false).unwrap();
+        let pid = cmd.pid();
+        drop(cmd);
+        // Reaped: no such child any more (not even a zombie).
+        let gone = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
+        assert!(gone.is_err(), "{gone:?}");
+        assert!(!proc::process_alive(pid));
+    }
+
+    #[test]
     fn missing_program_fails_to_start() {
         let argv: Vec<OsString> = vec!["/nonexistent/flameprobe-test".into()];
         let mut cmd = LaunchedCommand::spawn(&argv, false).unwrap();
-        let err = cmd.start().unwrap_err().to_string();
+        let err = format!("{:#}", anyhow::Error::from(cmd.start().unwrap_err()));
         assert!(err.contains("cannot start"), "{err}");
-        assert!(err.contains("No such file"), "{err}");
+        assert_eq!(err.matches("No such file").count(), 1, "said once: {err}");
     }
 }

@@ -87,7 +87,14 @@ pub fn read(path: &Path) -> Result<Profile, InputError> {
             .map_err(|e| InputError::new(&name, None, format!("cannot read: {e}")))?;
         (name, bytes)
     };
-    parse(&name, &bytes)
+    let profile = parse(&name, &bytes)?;
+    if profile.saturated {
+        log::warn!(
+            "{name}: some values add up to more than 2^64 - 1; those totals are capped at \
+             18446744073709551615"
+        );
+    }
+    Ok(profile)
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -105,14 +112,30 @@ fn parse_plain(name: &str, bytes: &[u8], decompressed: bool) -> Result<Profile, 
     match detect(bytes) {
         None => Err(InputError::new(name, None, "the input is empty")),
         Some(InputFormat::Pprof) => pprof::parse(name, bytes, decompressed),
-        Some(InputFormat::PerfScript) => perf::parse(name, as_text(bytes)),
-        Some(InputFormat::Folded) => folded::parse(name, as_text(bytes)),
+        Some(InputFormat::PerfScript) => perf::parse(name, &as_text(name, bytes)),
+        Some(InputFormat::Folded) => folded::parse(name, &as_text(name, bytes)),
     }
 }
 
-fn as_text(bytes: &[u8]) -> &str {
-    // `detect` only returns a text format for valid UTF-8.
-    std::str::from_utf8(bytes).unwrap_or_default()
+/// Text input; bytes that are not UTF-8 (a frame name in another
+/// encoding) are read as U+FFFD, and the first such line is named.
+fn as_text<'a>(name: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, str> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        log::warn!("{name}:{line}: not valid UTF-8: the bytes that are not are shown as U+FFFD");
+    }
+    String::from_utf8_lossy(bytes)
+}
+
+/// Text has no control characters but tabs and line ends; protobuf always
+/// has some (field tags, lengths).
+fn is_text(bytes: &[u8]) -> bool {
+    !bytes
+        .iter()
+        .any(|&b| (b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t')) || b == 0x7f)
 }
 
 /// The format of (decompressed) content, `None` when there is nothing.
@@ -120,17 +143,11 @@ pub fn detect(bytes: &[u8]) -> Option<InputFormat> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
-    let text = match std::str::from_utf8(bytes) {
-        Ok(t)
-            if !t
-                .chars()
-                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
-        {
-            t
-        }
-        _ => return Some(InputFormat::Pprof),
-    };
-    if perf::looks_like(text) {
+    if !is_text(bytes) {
+        return Some(InputFormat::Pprof);
+    }
+    let text = String::from_utf8_lossy(bytes);
+    if perf::looks_like(&text) {
         Some(InputFormat::PerfScript)
     } else {
         Some(InputFormat::Folded)
@@ -173,6 +190,20 @@ mod tests {
         );
         assert_eq!(detect(b"\x0a\x02\x08\x01"), Some(InputFormat::Pprof));
         assert_eq!(detect(&[0xff, 0xfe, 0x00]), Some(InputFormat::Pprof));
+        // Text in another encoding is still text.
+        assert_eq!(detect(b"a;b\xff\xfe 3\n"), Some(InputFormat::Folded));
+    }
+
+    #[test]
+    fn non_utf8_frames_are_read_lossily() {
+        let p = parse("l.folded", b"main;caf\xe9 3\nmain;ok 1\n").unwrap();
+        assert_eq!(p.total_width(), 4);
+        let names: Vec<&str> = p
+            .locations
+            .iter()
+            .map(|l| l.lines[0].function.as_str())
+            .collect();
+        assert!(names.contains(&"caf\u{fffd}"), "{names:?}");
     }
 
     #[test]

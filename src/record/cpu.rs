@@ -10,12 +10,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use libbpf_rs::OpenObject;
 
-use super::{Collected, Recorder, Recording, Session, WhenEmpty, FINAL_DRAIN};
+use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample};
 use crate::probe::enable_bpf_stats;
 use crate::profile::{units, Labels, ValueType};
 use crate::stacks::{RawStack, StackCollector};
-use crate::unwind::{Unwinder, UserSnapshot};
+use crate::unwind::{UnwindMode, Unwinder, UserSnapshot, MAX_STACK_COPY};
 
 /// Turns samples into raw stacks as they arrive.
 struct Collector {
@@ -68,6 +68,8 @@ struct CpuRecorder<'obj> {
     frequency: u64,
     /// What is recorded, for messages.
     target: String,
+    unwind: UnwindMode,
+    stack_size: u32,
     /// Keeps the kernel's BPF run-time statistics on (--bpf-stats).
     stats_guard: Option<OwnedFd>,
 }
@@ -108,7 +110,9 @@ pub(super) fn attach<'obj>(
         probe,
         collector,
         frequency: config.frequency,
-        target: config.target.describe(),
+        target: session.target.describe(),
+        unwind: config.unwind,
+        stack_size: config.stack_size,
         stats_guard,
     }))
 }
@@ -135,6 +139,8 @@ impl Recorder for CpuRecorder<'_> {
             collector,
             frequency,
             target,
+            unwind,
+            stack_size,
             ..
         } = *self;
         drop(probe);
@@ -173,14 +179,20 @@ impl Recorder for CpuRecorder<'_> {
         }
         let cpu = ValueType::new("cpu", units::NANOSECONDS);
         let period = collector.period_ns;
+        // Only a larger stack copy can help, and only up to its maximum.
+        let truncation_hint = (unwind.copies_stack() && stack_size < MAX_STACK_COPY)
+            .then(|| "a larger --stack-size copies more of the stack".to_string());
         Ok(Collected {
             stacks: collector.stacks,
             sample_types: vec![ValueType::new("samples", units::COUNT), cpu.clone()],
             period: Some((cpu, period)),
             frequency: Some(frequency),
             lost: stats.lost + unread,
-            notes,
-            list_stacks: false,
+            summary: SummaryInfo {
+                notes,
+                list_stacks: false,
+                truncation_hint,
+            },
             when_empty: WhenEmpty::Error(format!(
                 "no samples were recorded from {} in {:.1}s: it did not run on a CPU \
                  (idle or sleeping?)",

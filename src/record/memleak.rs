@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use libbpf_rs::OpenObject;
 
-use super::{Collected, Recorder, Recording, Session, WhenEmpty, FINAL_DRAIN};
+use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
 use crate::allocator;
 use crate::config::{MemleakOptions, ProbeKind};
 use crate::probe::memleak::{
@@ -125,9 +125,9 @@ pub(super) fn attach<'obj>(
     })?;
     let mut unwind = UnwindSync::new();
     if !kernel {
-        match (&config.target, &session.command) {
-            (TargetSpec::Pids(pids), _) => {
-                for &pid in pids {
+        match (&session.target, &session.command) {
+            (TargetSpec::Pids(_), _) => {
+                for &pid in session.filter.pids() {
                     let mut b = book.borrow_mut();
                     attach_process(&mut probe, &mut b.stacks.table, pid)?;
                     unwind.sync(&probe, &mut b.stacks.table, pid);
@@ -150,7 +150,7 @@ pub(super) fn attach<'obj>(
         unwind,
         kernel,
         options: config.memleak,
-        target: config.target.describe(),
+        target: session.target.describe(),
     }))
 }
 
@@ -227,8 +227,12 @@ impl Recorder for MemleakRecorder<'_> {
             period: None,
             frequency: None,
             lost: stats.lost(),
-            notes: notes(&stats),
-            list_stacks: true,
+            summary: SummaryInfo {
+                notes: notes(&stats),
+                list_stacks: true,
+                // The in-kernel unwinder's depth is fixed.
+                truncation_hint: None,
+            },
             when_empty: WhenEmpty::Note(format!(
                 "nothing outstanding: every allocation {target} made during the {:.1}s \
                  recording (older than {:?}) was freed ({} allocations, {} frees, {} lost)",
@@ -405,6 +409,12 @@ fn monotonic_ns() -> u64 {
 /// Probes the allocators a running process has mapped: libc, jemalloc,
 /// tcmalloc, mimalloc, or its executable when linked statically.
 fn attach_process(probe: &mut MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) -> Result<()> {
+    if crate::proc::is_kernel_thread(pid) {
+        bail!(
+            "pid {pid} is a kernel thread: it has no user-space allocator to probe \
+             (--probe kmemleak records kernel allocations)"
+        );
+    }
     let exe = crate::proc::exe_key(pid).ok();
     let info = table.get(pid);
     if info.unavailable {

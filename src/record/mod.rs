@@ -59,13 +59,23 @@ pub(crate) struct Collected {
     pub frequency: Option<u64>,
     /// Events lost on the way (ring buffer or table full).
     pub lost: u64,
-    /// Lines for the summary after its headline (warnings, counts).
-    pub notes: Vec<String>,
-    /// The summary lists the largest stacks with their event counts
-    /// (rather than the top functions).
-    pub list_stacks: bool,
+    /// What the summary says besides the totals.
+    pub summary: SummaryInfo,
     /// What happens when nothing was collected.
     pub when_empty: WhenEmpty,
+}
+
+/// A recorder's part of the summary.
+#[derive(Default)]
+pub(crate) struct SummaryInfo {
+    /// Lines after the headline (warnings, counts).
+    pub notes: Vec<String>,
+    /// List the largest stacks with their event counts (rather than the
+    /// top functions).
+    pub list_stacks: bool,
+    /// What would give longer stacks where some were truncated (only when
+    /// something would).
+    pub truncation_hint: Option<String>,
 }
 
 /// A recording that collected nothing.
@@ -108,7 +118,7 @@ impl Recording {
     }
 
     /// Tells the user why the recording stopped (unless quiet).
-    fn report_stop(&self, config: &RecordConfig) {
+    fn report_stop(&self, config: &RecordConfig, target: &TargetSpec) {
         if config.quiet {
             return;
         }
@@ -122,7 +132,7 @@ impl Recording {
             }
             (StopReason::TargetsExited, _) => eprintln!(
                 "flameprobe: {} exited after {secs:.1}s",
-                exit_subject(&config.target)
+                exit_subject(target)
             ),
             (StopReason::Duration, Some((pid, None))) => eprintln!(
                 "flameprobe: recorded for {secs:.1}s (-d); the command (pid {pid}) is still running"
@@ -135,6 +145,8 @@ impl Recording {
 /// What every recording sets up before its probe attaches.
 pub(crate) struct Session<'c> {
     pub config: &'c RecordConfig,
+    /// The targets as resolved (a thread id replaced by its process).
+    pub target: TargetSpec,
     /// What the BPF programs record.
     pub filter: Filter,
     /// The launched command, held before exec until the probe is attached.
@@ -151,7 +163,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     };
     log::info!(
         "attached to {} ({} ms after flameprobe started)",
-        config.target.describe(),
+        session.target.describe(),
         process_age().map_or_else(|| "?".into(), |d| d.as_millis().to_string())
     );
     if let Some(cmd) = session.command.as_mut() {
@@ -159,15 +171,18 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     }
     let rec = record_until_stopped(&mut session, recorder.as_mut());
     let collected = recorder.finish(&rec)?;
-    rec.report_stop(config);
-    write_profile(config, &rec, collected)
+    rec.report_stop(config, &session.target);
+    write_profile(&session, &rec, collected)
 }
 
 /// Checks everything that can be checked cheaply (target, output path, BPF
 /// support), installs the signal handlers and launches the command (held
 /// before exec) if there is one.
 fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
-    config.target.validate()?;
+    let pids = match &config.target {
+        TargetSpec::Pids(p) => crate::target::resolve_pids(p)?,
+        _ => Vec::new(),
+    };
     if let Destination::File(path) = &config.destination {
         atomic::check_writable(path)
             .with_context(|| format!("cannot write output '{}'", path.display()))?;
@@ -184,8 +199,8 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
     };
     let filter = match (&config.target, &command) {
         (TargetSpec::System, _) => Filter::All,
-        (TargetSpec::Pids(p), _) => Filter::Pids {
-            pids: p.clone(),
+        (TargetSpec::Pids(_), _) => Filter::Pids {
+            pids,
             follow_children: false,
         },
         (TargetSpec::Command(_), Some(c)) => Filter::Pids {
@@ -194,8 +209,13 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         },
         (TargetSpec::Command(_), None) => unreachable!("command was launched above"),
     };
+    let target = match &config.target {
+        TargetSpec::Pids(_) => TargetSpec::Pids(filter.pids().to_vec()),
+        other => other.clone(),
+    };
     Ok(Session {
         config,
+        target,
         filter,
         command,
     })
@@ -207,7 +227,7 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
     let config = session.config;
     let start_wall = SystemTime::now();
     let started = Instant::now();
-    let progress = progress_bar(config);
+    let progress = progress_bar(config, &session.target);
     let reason = loop {
         let elapsed = started.elapsed();
         if signals::stop_requested() {
@@ -216,7 +236,7 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
         if config.duration.is_some_and(|d| elapsed >= d) {
             break StopReason::Duration;
         }
-        if targets_gone(&config.target, session.command.as_mut()) {
+        if targets_gone(&session.filter, session.command.as_mut()) {
             break StopReason::TargetsExited;
         }
         let mut until = Instant::now() + POLL_SLICE;
@@ -244,7 +264,8 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
 
 /// Symbolizes what was collected and writes the output, the summary and
 /// the report.
-fn write_profile(config: &RecordConfig, rec: &Recording, collected: Collected) -> Result<()> {
+fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -> Result<()> {
+    let config = session.config;
     if collected.stacks.is_empty() {
         match &collected.when_empty {
             WhenEmpty::Error(msg) => bail!("{msg}; nothing written"),
@@ -262,7 +283,7 @@ fn write_profile(config: &RecordConfig, rec: &Recording, collected: Collected) -
         }
     }
     let meta = Meta {
-        target: config.target.describe(),
+        target: session.target.describe(),
         start_unix_ns: rec.start_unix_ns(),
         duration_ns: rec.recorded.as_nanos() as u64,
         frequency: collected.frequency,
@@ -292,8 +313,7 @@ fn write_profile(config: &RecordConfig, rec: &Recording, collected: Collected) -
             "{}",
             summary(
                 &profile,
-                &collected.notes,
-                collected.list_stacks,
+                &collected.summary,
                 config.format,
                 &config.destination
             )
@@ -328,11 +348,11 @@ fn exit_subject(target: &TargetSpec) -> &'static str {
     }
 }
 
-fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> bool {
-    match (target, command) {
+fn targets_gone(filter: &Filter, command: Option<&mut LaunchedCommand>) -> bool {
+    match (filter, command) {
         (_, Some(cmd)) => cmd.try_wait().is_some(),
-        (TargetSpec::Pids(pids), None) => !pids.iter().any(|&p| crate::proc::process_alive(p)),
-        _ => false,
+        (Filter::Pids { pids, .. }, None) => !pids.iter().any(|&p| crate::proc::process_alive(p)),
+        (Filter::All, None) => false,
     }
 }
 
@@ -349,7 +369,7 @@ fn process_age() -> Option<Duration> {
     now.checked_sub(started)
 }
 
-fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
+fn progress_bar(config: &RecordConfig, target: &TargetSpec) -> Option<ProgressBar> {
     if config.quiet || !std::io::stderr().is_terminal() {
         return None;
     }
@@ -366,7 +386,7 @@ fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
     let style =
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(style);
-    pb.set_prefix(config.target.describe());
+    pb.set_prefix(target.describe());
     pb.enable_steady_tick(Duration::from_millis(200));
     Some(pb)
 }
@@ -377,10 +397,9 @@ const SUMMARY_STACKS: usize = 10;
 /// The end-of-recording summary for stderr: totals, the recorder's notes,
 /// the top functions (or largest stacks), the stack quality and where the
 /// output went.
-pub fn summary(
+pub(crate) fn summary(
     profile: &Profile,
-    notes: &[String],
-    list_stacks: bool,
+    info: &SummaryInfo,
     format: Format,
     dest: &Destination,
 ) -> String {
@@ -397,13 +416,13 @@ pub fn summary(
         profile.meta.duration_ns as f64 / 1e9,
         profile.stacks.len()
     );
-    for note in notes {
+    for note in &info.notes {
         out.push_str(&format!("  {note}\n"));
     }
     if profile.saturated {
         out.push_str("  warning: some totals exceeded 2^64 and were capped at the maximum\n");
     }
-    if list_stacks {
+    if info.list_stacks {
         out.push_str(&largest_stacks(profile));
     } else {
         let total = profile.total_width().max(1);
@@ -423,7 +442,9 @@ pub fn summary(
             }
         }
     }
-    out.push_str(&crate::quality::assess(profile).to_string());
+    let mut quality = crate::quality::assess(profile);
+    quality.truncation_hint = info.truncation_hint.clone();
+    out.push_str(&quality.to_string());
     match dest {
         Destination::Stdout => out.push_str(&format!(
             "  wrote {} to standard output\n",

@@ -33,6 +33,19 @@ fn help_documents_exit_codes() {
     let out = run_ok(&["record", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Exit codes: 0 success, 1 error, 2 usage error."));
+    let min_age = text
+        .split("--min-age")
+        .nth(1)
+        .and_then(|t| t.split("\n\n").next())
+        .unwrap_or_default();
+    assert!(
+        min_age.contains("500ms"),
+        "--min-age shows its default: {min_age}"
+    );
+    for page in ["flameprobe.1", "flameprobe-record.1", "flameprobe-report.1"] {
+        let roff = std::fs::read_to_string(repo_root().join("man").join(page)).unwrap();
+        assert!(roff.contains(".SH \"EXIT STATUS\""), "{page}");
+    }
 }
 
 #[test]
@@ -65,4 +78,13 @@ fn completions_and_man_pages_are_current() {
 fn completions_subcommand_prints_script() {
     let out = run_ok(&["completions", "bash"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("flameprobe"));
+}
+
+#[test]
+fn out_of_range_values_say_so() {
+    let out = run(&["record", "--stack-size", "1M"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("out of range"), "{err}");
+    assert!(!err.contains("invalid stack size"), "{err}");
 }

@@ -12,6 +12,7 @@ mod convert;
 mod jit;
 mod memleak;
 mod pprof_go;
+mod record_cli;
 mod record_cpu;
 mod record_dwarf;
 mod report;

@@ -191,3 +191,50 @@ fn record_report_to_stderr_when_profile_goes_to_stdout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Top functions by self time"), "{err}");
 }
+
+/// Folded files that broke report/convert before: a 10,000-frame stack
+/// (stack overflow), counts whose sum overflows u64 (wrapped silently), and
+/// frame names that are not UTF-8 (a misleading pprof error).
+#[test]
+fn hostile_folded_files_are_read_or_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.folded");
+    let frames: Vec<String> = (0..10_000).map(|i| format!("f{i}")).collect();
+    std::fs::write(&deep, format!("{} 5\n", frames.join(";"))).unwrap();
+    let d = deep.to_str().unwrap();
+    for args in [
+        &["report", d][..],
+        &["report", "--tree", d],
+        &["report", "--json", d],
+    ] {
+        let out = run_ok(args);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("f9999"),
+            "{args:?}"
+        );
+    }
+    let pb = dir.path().join("deep.pb.gz");
+    run_ok(&["convert", d, "-o", pb.to_str().unwrap()]);
+    let out = run_ok(&["report", "--tree", pb.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("f9999"));
+
+    let big = dir.path().join("big.folded");
+    std::fs::write(&big, "a;b 18446744073709551615\na;b 18446744073709551615\n").unwrap();
+    let out = run_ok(&["report", big.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("18446744073709551615"), "capped: {text}");
+    assert!(
+        !text.contains("18446744073709551614"),
+        "not wrapped: {text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("capped"), "says so: {err}");
+
+    let latin1 = dir.path().join("latin1.folded");
+    std::fs::write(&latin1, b"main;caf\xe9 3\nmain;ok 1\n").unwrap();
+    let out = run_ok(&["convert", latin1.to_str().unwrap(), "-o", "-"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("main;caf\u{fffd} 3"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("latin1.folded:1: not valid UTF-8"), "{err}");
+}
