@@ -342,3 +342,77 @@ fn children_are_followed_after_thread_and_process_churn() {
     );
     assert!(!err.contains("not followed"), "{err}");
 }
+
+/// Far more samples than flameprobe can take in (`-a -F 50000` on a loaded
+/// machine): the recording still ends at `-d` (a hang would take minutes:
+/// the bound here only catches that), writes its output, says what was
+/// lost and how to avoid it, and its memory stays bounded (README:
+/// "Overload").
+#[test]
+fn overload_ends_on_time_with_bounded_memory_and_reported_losses() {
+    require_root!();
+    let _alone = exclusive_cpu();
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("stress.svg");
+    let mut child = flameprobe()
+        .args(["record", "-a", "-F", "50000", "-d", "2s", "-o"])
+        .arg(&svg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hang would go on for minutes: end it (the test then fails).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, pid) = (done.clone(), child.id() as i32);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: plain kill(2) of our still-running child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let mut err = String::new();
+    {
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+    }
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = child.try_wait(); // reaped by wait4 above
+    for mut l in load {
+        let _ = l.kill();
+        let _ = l.wait();
+    }
+    assert_eq!(rc, child.id() as i32);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{err}"
+    );
+    assert_well_formed_xml(&std::fs::read_to_string(&svg).unwrap());
+    let lost: u64 = err
+        .split(" lost)")
+        .next()
+        .and_then(|h| h.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("headline with losses: {err}"));
+    if lost > 0 {
+        assert!(err.contains("lower -F"), "{err}");
+    }
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 512, "peak RSS {peak_mib} MiB: {err}");
+}
