@@ -93,7 +93,45 @@ enum stat_idx {
 	STAT_MAP_FULL = 6,     /* allocation not recorded: outstanding map full */
 	STAT_STACK_LOST = 7,   /* new stack not delivered: ring buffer full */
 	STAT_NO_STATE = 8,     /* per-thread state unavailable: call not traced */
+	/* offcpu */
+	STAT_SWITCHES = 9,     /* target threads that went off the CPU */
+	STAT_START_FULL = 10,  /* switch-out not recorded: offcpu_start full */
+	STAT_TOTALS_FULL = 11, /* episode dropped: offcpu_totals full */
+	STAT_STATE_NS = 12,    /* ns left out by --state */
+	STAT_SHORT_NS = 13,    /* ns left out by --min-block */
+	STAT_SHORT = 14,       /* episodes left out by --min-block */
 	STAT_MAX = 16,
+};
+
+/* ---------------------------------------------------------------------
+ * Stacks delivered once (stacks.h): probes that aggregate in the kernel
+ * (memleak, offcpu) give every distinct stack an id, a hash of the
+ * process, the thread when it matters and the addresses, and send the
+ * stack itself through a ring buffer the first time it is seen.
+ * ------------------------------------------------------------------- */
+
+/* stack_event.flags */
+enum stack_flags {
+	STACK_CFI = 1 << 0,   /* user stack unwound with CFI rows */
+};
+
+/* A stack seen for the first time; sent through the ring buffer. */
+struct stack_event {
+	__u32 kind;        /* RECORD_STACK */
+	__u32 pid;         /* tgid (0: kernel context without one) */
+	__u32 tid;         /* the thread, when stacks are per thread; else 0 */
+	__u32 flags;       /* enum stack_flags */
+	__u64 stack_id;
+	__s32 kstack_len;  /* bytes of kstack, or negative errno */
+	__s32 ustack_len;  /* bytes of ustack, or negative errno */
+	char comm[TASK_COMM_LEN];       /* thread name (when per thread) */
+	char proc_comm[TASK_COMM_LEN];  /* process name */
+	__u64 kstack[FP_MAX_STACK_DEPTH];
+	/* User addresses, leaf first. With STACK_CFI they come from the
+	 * in-kernel CFI unwinder; otherwise from frame pointers. At an
+	 * allocator's entry (memleak) ustack[0] is the return address into
+	 * the allocator's caller; elsewhere it is the interrupted pc. */
+	__u64 ustack[FP_MAX_STACK_DEPTH];
 };
 
 /* ---------------------------------------------------------------------
@@ -135,29 +173,6 @@ struct alloc_info {
 	__u64 stack_id;    /* hash of (pid, stacks), delivered once as a stack_event */
 };
 
-/* stack_event.flags */
-enum stack_flags {
-	STACK_CFI = 1 << 0,   /* user stack unwound with CFI rows */
-};
-
-/* A stack seen for the first time; sent through the ring buffer. */
-struct stack_event {
-	__u32 kind;        /* RECORD_STACK */
-	__u32 pid;         /* tgid that allocated (0: kernel context without one) */
-	__u64 stack_id;
-	__s32 kstack_len;  /* bytes of kstack, or negative errno */
-	__s32 ustack_len;  /* bytes of ustack, or negative errno */
-	__u32 flags;       /* enum stack_flags */
-	__u32 pad;
-	char proc_comm[TASK_COMM_LEN];
-	__u64 kstack[FP_MAX_STACK_DEPTH];
-	/* User return addresses, the allocator's caller first. With
-	 * STACK_CFI they come from the in-kernel CFI unwinder; otherwise
-	 * ustack[0] is the return address read at the allocator's entry and
-	 * the rest is the frame-pointer chain. */
-	__u64 ustack[FP_MAX_STACK_DEPTH];
-};
-
 /* A launched command reached its entry point and was stopped (SIGSTOP)
  * so that user space can load its unwind tables before it runs on. */
 struct exec_event {
@@ -175,6 +190,55 @@ struct alloc_thread {
 	__s64 countdown;        /* bytes to the next sampled byte */
 	__u64 countdown_set;
 	struct stack_event scratch;
+};
+
+/* ---------------------------------------------------------------------
+ * Off-CPU time (offcpu.bpf.c): at sched_switch, a target thread going off
+ * the CPU leaves its time and stack; when it comes back, the time it was
+ * away is added to its (thread, stack) total, all in the kernel.
+ * ------------------------------------------------------------------- */
+
+/* --state */
+enum offcpu_states {
+	OFFCPU_STATE_ALL = 0,    /* any reason to leave the CPU */
+	OFFCPU_STATE_SLEEP = 1,  /* interruptible sleep (S) */
+	OFFCPU_STATE_DISK = 2,   /* uninterruptible sleep (D), not idle waits */
+};
+
+/* A thread that went off the CPU (`offcpu_start`, keyed by thread id). */
+struct offcpu_start {
+	__u64 ts;          /* CLOCK_MONOTONIC ns when it left */
+	__u64 stack_id;    /* 0: its state is left out by --state */
+	__u32 pid;         /* tgid */
+	__u32 state;       /* prev_state */
+};
+
+/* Blocked time per thread and stack (`offcpu_totals`). */
+struct offcpu_key {
+	__u32 pid;
+	__u32 tid;
+	__u64 stack_id;
+};
+
+struct offcpu_value {
+	__u64 ns;          /* time off the CPU */
+	__u64 count;       /* episodes */
+};
+
+/* A target thread already off the CPU when the recording starts (the task
+ * iterator reports them, so that their time is not missed): its kernel
+ * stack and user registers; user space reads and unwinds its user stack. */
+struct blocked_task {
+	__u32 pid;         /* tgid */
+	__u32 tid;
+	__u32 state;       /* task->__state */
+	__s32 kstack_len;  /* bytes of kstack, or negative errno */
+	__u64 ip;          /* user registers (0 for a kernel thread) */
+	__u64 sp;
+	__u64 bp;
+	char comm[TASK_COMM_LEN];
+	char proc_comm[TASK_COMM_LEN];
+	__u64 kstack[FP_MAX_STACK_DEPTH];
 };
 
 /* ---------------------------------------------------------------------

@@ -19,6 +19,7 @@
 #include "common.h"
 #include "targets.h"
 #include "unwind.h"
+#include "stacks.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -34,9 +35,7 @@ enum alloc_kind _alloc_kind = 0;
 enum alloc_space _alloc_space = 0;
 struct alloc_key _alloc_key = {};
 struct alloc_info _alloc_info = {};
-struct stack_event _stack_event = {};
 struct exec_event _exec_event = {};
-enum stack_flags _stack_flags = 0;
 
 extern bool bpf_session_is_return(void) __ksym __weak;
 
@@ -47,20 +46,6 @@ struct {
 	__type(key, struct alloc_key);
 	__type(value, struct alloc_info);
 } allocs SEC(".maps");
-
-/* Stack ids already delivered to user space. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 18);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, __u8);
-} seen_stacks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
-} stacks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -84,57 +69,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stack_event);
 } kscratch SEC(".maps");
-
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
-static __always_inline __u64 mix(__u64 h, __u64 v)
-{
-	return (h ^ v) * FNV_PRIME;
-}
-
-/* Hash of the pid and both stacks; the same stack in another process is
- * another id (its addresses mean something else there). */
-static __always_inline __u64 stack_hash(struct stack_event *ev)
-{
-	__u64 h = mix(FNV_OFFSET, ev->pid);
-	__u32 kn = ev->kstack_len > 0 ? (__u32)ev->kstack_len / 8 : 0;
-	__u32 un = ev->ustack_len > 0 ? (__u32)ev->ustack_len / 8 : 0;
-
-	h = mix(h, kn);
-	for (int i = 0; i < FP_MAX_STACK_DEPTH; i++) {
-		if (i >= kn)
-			break;
-		h = mix(h, ev->kstack[i]);
-	}
-	h = mix(h, un);
-	for (int i = 0; i < FP_MAX_STACK_DEPTH; i++) {
-		if (i >= un)
-			break;
-		h = mix(h, ev->ustack[i]);
-	}
-	return h;
-}
-
-/* Gives the stack its id and delivers it the first time it is seen. */
-static __always_inline __u64 publish_stack(struct stack_event *ev)
-{
-	__u64 id = stack_hash(ev);
-	if (bpf_map_lookup_elem(&seen_stacks, &id))
-		return id;
-	ev->kind = RECORD_STACK;
-	ev->stack_id = id;
-	struct task_struct *task = bpf_get_current_task_btf();
-	BPF_CORE_READ_STR_INTO(&ev->proc_comm, task, group_leader, comm);
-	if (bpf_ringbuf_output(&stacks, ev, sizeof(*ev), 0)) {
-		/* Not marked seen: the next allocation from it tries again. */
-		count(STAT_STACK_LOST);
-		return id;
-	}
-	__u8 one = 1;
-	bpf_map_update_elem(&seen_stacks, &id, &one, BPF_NOEXIST);
-	return id;
-}
 
 static __always_inline void record(__u32 tgid, __u32 space, __u64 addr, __u64 size, __u64 stack)
 {
@@ -204,27 +138,10 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 si
 	if (sampled) {
 		struct stack_event *ev = &st->scratch;
 		ev->pid = tgid;
+		ev->tid = 0;
 		ev->kstack_len = 0;
 		ev->flags = 0;
-		struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
-		if (proc) {
-			__u32 n = unwind_user(proc, PT_REGS_IP(ctx), PT_REGS_SP(ctx),
-					      PT_REGS_FP(ctx), ev->ustack);
-			ev->ustack_len = n * sizeof(__u64);
-			ev->flags = STACK_CFI;
-		} else {
-			/* No unwind tables (yet): frame pointers. At entry the
-			 * first frame is the allocator itself and the chain
-			 * starts at the caller's caller; the return address at
-			 * [sp] is the caller. */
-			ev->ustack_len = bpf_get_stack(ctx, ev->ustack, sizeof(ev->ustack),
-						       BPF_F_USER_STACK);
-			if (ev->ustack_len >= 8) {
-				__u64 ret = 0;
-				bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
-				ev->ustack[0] = ret;
-			}
-		}
+		user_stack(ctx, ev, PT_REGS_IP(ctx), PT_REGS_SP(ctx), PT_REGS_FP(ctx), false);
 		stack = publish_stack(ev);
 	}
 	st->pending_kind = kind;
@@ -349,6 +266,7 @@ static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u
 	if (!ev)
 		return;
 	ev->pid = tgid;
+	ev->tid = 0;
 	ev->flags = 0;
 	ev->kstack_len = bpf_get_stack(ctx, ev->kstack, sizeof(ev->kstack), 0);
 	ev->ustack_len = 0;

@@ -119,16 +119,16 @@ static __always_inline struct unwind_row *unwind_row_of(struct unwind_proc *p, _
 /*
  * Unwinds a user stack from registers (pc, sp, bp) with the CFI rows of
  * process `proc` (frame pointers where a binary has none), storing the
- * return addresses, caller of the function at pc first, in `out`. Returns
- * the number stored.
+ * return addresses, caller of the function at pc first, in `out` from
+ * index `first` (0 or 1) on. Returns the number stored.
  */
 static __always_inline __u32 unwind_user(struct unwind_proc *proc, __u64 pc, __u64 sp, __u64 bp,
-					 __u64 out[FP_MAX_STACK_DEPTH])
+					 __u64 out[FP_MAX_STACK_DEPTH], const int first)
 {
 	__u32 n = 0;
 	int i;
 
-	bpf_for(i, 0, FP_MAX_STACK_DEPTH) {
+	bpf_for(i, 0, FP_MAX_STACK_DEPTH - first) {
 		/* A return address points after its call: look up the call. */
 		struct unwind_row *r = unwind_row_of(proc, i == 0 ? pc : pc - 1);
 		__u64 cfa, ra = 0;
@@ -151,7 +151,7 @@ static __always_inline __u32 unwind_user(struct unwind_proc *proc, __u64 pc, __u
 		if (cfa <= sp || bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) ||
 		    ra < MIN_CODE_ADDR)
 			break;
-		out[i] = ra;
+		out[i + first] = ra;
 		n = i + 1;
 		pc = ra;
 		sp = cfa;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ConvertConfig, MemleakOptions, ProbeKind, RecordConfig};
+use crate::config::{
+    self, ConvertConfig, MemleakOptions, OffcpuOptions, OffcpuStates, ProbeKind, RecordConfig,
+};
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
 use crate::report::{ReportConfig, ReportOptions};
@@ -124,10 +126,19 @@ pub struct RecordArgs {
     pub stack_size: u32,
     #[command(flatten)]
     pub svg: SvgArgs,
-    /// What to record: CPU time, user-space memory leaks (memleak) or
-    /// kernel memory leaks (kmemleak).
+    /// What to record: CPU time, user-space memory leaks (memleak), kernel
+    /// memory leaks (kmemleak), time off the CPU (offcpu: blocked,
+    /// sleeping, waiting), or wall-clock time (wall: on-CPU + off-CPU).
     #[arg(long, value_enum, default_value_t = ProbeKind::Cpu)]
     pub probe: ProbeKind,
+    /// offcpu/wall: leave out shorter times off the CPU (counted apart in
+    /// the summary) [default: 1us].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub min_block: Option<Duration>,
+    /// offcpu/wall: which reasons to be off the CPU to record: sleep
+    /// (interruptible, S), disk (uninterruptible, D) or all [default: all].
+    #[arg(long = "state", value_enum, value_name = "STATE")]
+    pub states: Option<OffcpuStates>,
     /// memleak/kmemleak: leave out allocations younger than this at the end
     /// of the recording (in flight, not leaked); 0 keeps all [default:
     /// 500ms].
@@ -356,9 +367,18 @@ impl RecordArgs {
         if self.sample_bytes.is_some() && self.probe != ProbeKind::Memleak {
             return Err("--sample-bytes applies to --probe memleak only".into());
         }
-        if self.min_age.is_some() && self.probe == ProbeKind::Cpu {
+        let leaks = matches!(self.probe, ProbeKind::Memleak | ProbeKind::Kmemleak);
+        if self.min_age.is_some() && !leaks {
             return Err("--min-age applies to --probe memleak and kmemleak only".into());
         }
+        let off_cpu = matches!(self.probe, ProbeKind::Offcpu | ProbeKind::Wall);
+        if (self.min_block.is_some() || self.states.is_some()) && !off_cpu {
+            return Err("--min-block and --state apply to --probe offcpu and wall only".into());
+        }
+        let offcpu = OffcpuOptions {
+            min_block: self.min_block.unwrap_or(config::DEFAULT_MIN_BLOCK),
+            states: self.states.unwrap_or_default(),
+        };
         let memleak = MemleakOptions {
             min_age: self.min_age.unwrap_or(config::DEFAULT_MIN_AGE),
             sample_bytes: self.sample_bytes.unwrap_or(0),
@@ -386,6 +406,7 @@ impl RecordArgs {
             bpf_stats: self.bpf_stats,
             probe: self.probe,
             memleak,
+            offcpu,
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct RecordConfig {
     pub probe: ProbeKind,
     /// Settings of the memory-leak probes.
     pub memleak: MemleakOptions,
+    /// Settings of the off-CPU and wall-clock probes.
+    pub offcpu: OffcpuOptions,
 }
 
 /// Everything `convert` needs.
@@ -78,6 +80,38 @@ impl Default for MemleakOptions {
     }
 }
 
+/// Which reasons to leave the CPU `--probe offcpu` records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OffcpuStates {
+    /// Sleeping (S) and waiting uninterruptibly (D), preempted, stopped.
+    #[default]
+    All,
+    /// Interruptible sleep (S): timers, locks, network, pipes.
+    Sleep,
+    /// Uninterruptible sleep (D): mostly disk and other I/O.
+    Disk,
+}
+
+/// Default of `--min-block`.
+pub const DEFAULT_MIN_BLOCK: Duration = Duration::from_micros(1);
+
+/// Settings of `--probe offcpu` and `--probe wall`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffcpuOptions {
+    /// Shorter times off the CPU are left out (and counted apart).
+    pub min_block: Duration,
+    pub states: OffcpuStates,
+}
+
+impl Default for OffcpuOptions {
+    fn default() -> Self {
+        OffcpuOptions {
+            min_block: DEFAULT_MIN_BLOCK,
+            states: OffcpuStates::All,
+        }
+    }
+}
+
 /// Parses a `--min-age`: a duration as for `parse_duration`, or `0`.
 pub fn parse_min_age(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -109,7 +143,8 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     }
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds (also
+/// `us` and `ns` for short times).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -120,13 +155,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration '{s}': expected e.g. 500ms, 30s, 2m"))?;
     let secs = match unit.trim() {
+        "ns" => value / 1e9,
+        "us" | "µs" => value / 1e6,
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         other => {
             return Err(format!(
-                "invalid duration unit '{other}' in '{s}': use ms, s, m or h"
+                "invalid duration unit '{other}' in '{s}': use ns, us, ms, s, m or h"
             ))
         }
     };
@@ -182,6 +219,8 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
+        assert_eq!(parse_duration("500ns"), Ok(Duration::from_nanos(500)));
         for bad in ["", "0s", "abc", "10x", "-1s", "ms", "999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

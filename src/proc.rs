@@ -158,6 +158,23 @@ pub fn read_maps_text(pid: u32) -> io::Result<String> {
     fs::read_to_string(proc_path(pid, "maps"))
 }
 
+/// Reads `buf.len()` bytes of process `pid`'s memory at `addr` (fewer
+/// where the memory ends); returns how many were read.
+pub fn read_memory(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mem = fs::File::open(proc_path(pid, "mem"))?;
+    let mut done = 0;
+    while done < buf.len() {
+        match mem.read_at(&mut buf[done..], addr + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
 /// The (device, inode) of the executable process `pid` runs.
 pub fn exe_key(pid: u32) -> io::Result<crate::process::FileKey> {
     fs::metadata(proc_path(pid, "exe")).map(|m| crate::process::FileKey::of_metadata(&m))
@@ -311,6 +328,14 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(!is_kernel_thread(std::process::id()));
         assert!(in_initial_pid_namespace());
         assert_eq!(parse_stat_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn reads_process_memory() {
+        let data = *b"flameprobe reads this";
+        let mut buf = [0u8; 21];
+        let n = read_memory(std::process::id(), data.as_ptr() as u64, &mut buf).unwrap();
+        assert_eq!((n, &buf), (21, &data));
     }
 
     #[test]

@@ -107,17 +107,28 @@ pub enum ProbeKind {
     Memleak,
     /// Kernel memory (slab and pages) allocated during the recording and not freed.
     Kmemleak,
+    /// Time threads spent off the CPU (blocked, sleeping, waiting), per stack.
+    Offcpu,
+    /// Wall-clock time per thread: on-CPU samples plus off-CPU time.
+    Wall,
 }
 
 impl ProbeKind {
-    pub const ALL: &'static [ProbeKind] =
-        &[ProbeKind::Cpu, ProbeKind::Memleak, ProbeKind::Kmemleak];
+    pub const ALL: &'static [ProbeKind] = &[
+        ProbeKind::Cpu,
+        ProbeKind::Memleak,
+        ProbeKind::Kmemleak,
+        ProbeKind::Offcpu,
+        ProbeKind::Wall,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ProbeKind::Cpu => "cpu",
             ProbeKind::Memleak => "memleak",
             ProbeKind::Kmemleak => "kmemleak",
+            ProbeKind::Offcpu => "offcpu",
+            ProbeKind::Wall => "wall",
         }
     }
 
@@ -131,14 +142,17 @@ impl ProbeKind {
         match self {
             ProbeKind::Cpu => "CPU Flame Graph",
             ProbeKind::Memleak | ProbeKind::Kmemleak => "Memory Flame Graph (outstanding bytes)",
+            ProbeKind::Offcpu => "Off-CPU Time Flame Graph",
+            ProbeKind::Wall => "Wall-Clock Time Flame Graph (on-CPU and off-CPU)",
         }
     }
 
     /// Default palette of its flame graphs (an inferno palette name).
     pub fn palette(self) -> &'static str {
         match self {
-            ProbeKind::Cpu => "java",
+            ProbeKind::Cpu | ProbeKind::Wall => "java",
             ProbeKind::Memleak | ProbeKind::Kmemleak => "mem",
+            ProbeKind::Offcpu => "io",
         }
     }
 }

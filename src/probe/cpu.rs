@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
 
+use super::c_string;
 use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
 use super::ring::Ring;
@@ -106,15 +107,6 @@ impl<'a> CpuSample<'a> {
 fn stack_slice(stack: &[u64], len_bytes: i32) -> &[u64] {
     let n = usize::try_from(len_bytes).unwrap_or(0) / 8;
     &stack[..n.min(stack.len())]
-}
-
-fn c_string(raw: &[std::ffi::c_char]) -> String {
-    let bytes: Vec<u8> = raw
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Counters kept by the BPF program.

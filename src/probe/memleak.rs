@@ -16,15 +16,12 @@ use super::ring::Ring;
 use super::setup::{
     ensure_tracefs, load_reporting, percpu_counter, request_verifier_stats, ProbeError,
 };
+pub use super::stacks::{StackRecord, UnwindMaps};
 use super::targets::{self, set_filter_rodata};
 use crate::allocator::{AllocFn, EntryPoint};
 use crate::process::FileKey;
 use crate::target::Filter;
-use crate::unwind::table::{ModuleRows, Row, Rule};
-
-/// Capacity of the shared unwind-row array (12 bytes each; glibc needs
-/// about 20 000 rows).
-pub const UNWIND_ROWS: u32 = 1 << 20;
+use crate::unwind::table::UNWIND_ROWS;
 
 /// Entries in the exponential table for sampling (`SAMPLE_TABLE_SIZE`).
 const SAMPLE_TABLE_SIZE: u32 = 4096;
@@ -67,60 +64,6 @@ impl MemleakEvent {
         }
         StackRecord::parse(data).map(|r| MemleakEvent::Stack(Box::new(r)))
     }
-}
-
-/// A stack delivered by the BPF program the first time it was seen.
-pub struct StackRecord {
-    ev: types::stack_event,
-}
-
-impl StackRecord {
-    /// Parses a ring-buffer record; `None` if it is not a stack record.
-    pub fn parse(data: &[u8]) -> Option<Self> {
-        if data.len() < std::mem::size_of::<types::stack_event>() {
-            return None;
-        }
-        // SAFETY: the record holds a whole stack_event, a plain-old-data
-        // type generated from the program's BTF.
-        let ev: types::stack_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-        (ev.kind == types::record_kind::RECORD_STACK.0).then_some(StackRecord { ev })
-    }
-
-    pub fn stack_id(&self) -> u64 {
-        self.ev.stack_id
-    }
-    /// Process that allocated (0 for kernel context without one).
-    pub fn pid(&self) -> u32 {
-        self.ev.pid
-    }
-    pub fn process_name(&self) -> String {
-        let bytes: Vec<u8> = self
-            .ev
-            .proc_comm
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-    /// Kernel return addresses, leaf first.
-    pub fn kernel_stack(&self) -> &[u64] {
-        slice(&self.ev.kstack, self.ev.kstack_len)
-    }
-    /// User return addresses, leaf (the allocator's caller) first.
-    pub fn user_stack(&self) -> &[u64] {
-        slice(&self.ev.ustack, self.ev.ustack_len)
-    }
-    /// Whether the user stack was unwound with CFI rows in the kernel
-    /// (rather than read from frame pointers).
-    pub fn unwound_with_cfi(&self) -> bool {
-        self.ev.flags & types::stack_flags::STACK_CFI.0 != 0
-    }
-}
-
-fn slice(stack: &[u64], len_bytes: i32) -> &[u64] {
-    let n = usize::try_from(len_bytes).unwrap_or(0) / 8;
-    &stack[..n.min(stack.len())]
 }
 
 /// One allocation still outstanding.
@@ -282,59 +225,9 @@ impl<'obj> MemleakProbe<'obj> {
         Ok(())
     }
 
-    /// Stores unwind rows at `first..first + rows.len()` of the shared array.
-    pub fn load_unwind_rows(&self, first: u32, rows: &[Row]) -> Result<(), ProbeError> {
-        let map = &self.skel.maps.unwind_rows;
-        let mut keys = Vec::with_capacity(rows.len() * 4);
-        let mut values = Vec::with_capacity(rows.len() * std::mem::size_of::<types::unwind_row>());
-        for (i, row) in rows.iter().enumerate() {
-            keys.extend_from_slice(&(first + i as u32).to_ne_bytes());
-            let (kind, cfa_off, rbp_off) = match row.rule {
-                Rule::None => (types::unwind_kind::UNWIND_NONE, 0, 0),
-                Rule::Stop => (types::unwind_kind::UNWIND_STOP, 0, 0),
-                Rule::Rsp { cfa, rbp } => (types::unwind_kind::UNWIND_CFA_RSP, cfa, rbp),
-                Rule::Rbp { cfa, rbp } => (types::unwind_kind::UNWIND_CFA_RBP, cfa, rbp),
-            };
-            let v = types::unwind_row {
-                pc: row.pc,
-                cfa_off,
-                rbp_off,
-                kind: kind.0 as u8,
-                ..Default::default()
-            };
-            values.extend_from_slice(pod_bytes(&v));
-        }
-        map.update_batch(
-            &keys,
-            &values,
-            rows.len() as u32,
-            MapFlags::ANY,
-            MapFlags::ANY,
-        )
-        .map_err(|e| ProbeError::attach("unwind rows", &e))
-    }
-
-    /// Tells the BPF program which binaries `pid` maps, for unwinding its
-    /// stacks with their rows (at most `UNWIND_MAX_MODULES`, the rest fall
-    /// back to frame pointers).
-    pub fn set_unwind_modules(&self, pid: u32, modules: &[ModuleRows]) -> Result<(), ProbeError> {
-        let mut proc_ = types::unwind_proc::default();
-        let n = modules.len().min(proc_.mods.len());
-        for (slot, m) in proc_.mods.iter_mut().zip(&modules[..n]) {
-            *slot = types::unwind_module {
-                start: m.start,
-                end: m.end,
-                bias: m.bias,
-                first: m.first,
-                count: m.count,
-            };
-        }
-        proc_.count = n as u32;
-        self.skel
-            .maps
-            .unwind_procs
-            .update(&pid.to_ne_bytes(), pod_bytes(&proc_), MapFlags::ANY)
-            .map_err(|e| ProbeError::attach("unwind modules", &e))
+    /// The in-kernel unwinder's tables of this program.
+    pub fn unwind_maps(&self) -> UnwindMaps<'_> {
+        UnwindMaps::new(&self.skel.maps.unwind_rows, &self.skel.maps.unwind_procs)
     }
 
     /// Probes the allocator entry points of one binary, reached through
@@ -496,13 +389,6 @@ pub fn unsample(size: u64, mean: u64) -> (f64, f64) {
     (size as f64 / p, 1.0 / p)
 }
 
-/// The bytes of a value of a skeleton-generated type, for a map update.
-fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: the skeleton's types are #[repr(C)] plain data whose padding
-    // is spelled out as explicit fields, so every byte is initialized.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,10 +414,5 @@ mod tests {
             "{b}"
         );
         assert!((c - 65536.0).abs() < 100.0, "{c}");
-    }
-
-    #[test]
-    fn parse_rejects_short_records() {
-        assert!(StackRecord::parse(&[0u8; 8]).is_none());
     }
 }

@@ -3,10 +3,22 @@
 
 pub mod cpu;
 pub mod memleak;
+pub mod offcpu;
 mod perf;
 mod ring;
 mod setup;
+pub mod stacks;
 pub(crate) mod targets;
+
+/// A NUL-terminated C string from a BPF record (task names), lossily.
+pub(crate) fn c_string(raw: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
 
 pub use setup::{check_bpf_support, enable_bpf_stats, ProbeError, VerifierStat};
 
@@ -20,6 +32,12 @@ pub(crate) mod profile_skel {
 #[allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]
 pub(crate) mod memleak_skel {
     include!(concat!(env!("OUT_DIR"), "/memleak.skel.rs"));
+}
+
+/// The skeleton generated from `bpf/offcpu.bpf.c` (and its shared types).
+#[allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]
+pub(crate) mod offcpu_skel {
+    include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
 }
 
 // The capture limits the user-space code works with are the ones the BPF

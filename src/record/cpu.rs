@@ -1,5 +1,6 @@
 //! `--probe cpu`: on-CPU samples, unwound as they arrive and aggregated by
-//! stack; each sample weighs one sampling period.
+//! stack; each sample weighs one sampling period. [`CpuPart`] is also the
+//! on-CPU half of `--probe wall`.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -11,24 +12,29 @@ use anyhow::{Context, Result};
 use libbpf_rs::OpenObject;
 
 use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
-use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample};
+use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, CpuStats};
 use crate::probe::enable_bpf_stats;
 use crate::profile::{units, Labels, ValueType};
 use crate::stacks::{RawStack, StackCollector};
-use crate::unwind::{UnwindMode, Unwinder, UserSnapshot, MAX_STACK_COPY};
+use crate::unwind::{Unwinder, UserSnapshot, MAX_STACK_COPY};
+
+/// The values one sample adds to its stack, given the sampling period.
+pub(super) type SampleValues = fn(period_ns: u64) -> Vec<u64>;
 
 /// Turns samples into raw stacks as they arrive.
 struct Collector {
-    stacks: StackCollector,
+    stacks: Rc<RefCell<StackCollector>>,
     unwinder: Unwinder,
     samples: u64,
     /// Nanoseconds one sample stands for.
     period_ns: u64,
+    values: SampleValues,
 }
 
 impl Collector {
     fn on_sample(&mut self, s: &CpuSample<'_>) {
         self.samples += 1;
+        let stacks = &mut *self.stacks.borrow_mut();
         let pid = s.pid();
         let unwound = if s.is_kernel_thread() || pid == 0 {
             Default::default()
@@ -40,9 +46,9 @@ impl Collector {
                 stack_ends_in_copy: s.stack_ends_in_copy(),
                 fp_frames: s.user_fp_stack(),
             };
-            self.unwinder.unwind(&snap, &mut self.stacks.table)
+            self.unwinder.unwind(&snap, &mut stacks.table)
         };
-        let user = self.stacks.resolve_user(pid, &unwound.frames);
+        let user = stacks.resolve_user(pid, &unwound.frames);
         let labels = Labels {
             pid: Some(pid),
             tid: Some(s.tid()),
@@ -50,106 +56,102 @@ impl Collector {
             thread: Some(s.thread_name()),
             ..Labels::default()
         };
-        self.stacks.add(
+        stacks.add(
             RawStack {
                 labels,
                 kernel: s.kernel_stack().to_vec(),
                 user,
                 truncated: unwound.truncated,
             },
-            &[1, self.period_ns],
+            &(self.values)(self.period_ns),
         );
     }
 }
 
-struct CpuRecorder<'obj> {
+/// The attached sampler feeding a stack collector (shared with the other
+/// half of a wall-clock recording).
+pub(super) struct CpuPart<'obj> {
     probe: CpuProbe<'obj>,
     collector: Rc<RefCell<Collector>>,
-    frequency: u64,
-    /// What is recorded, for messages.
-    target: String,
-    unwind: UnwindMode,
-    stack_size: u32,
     /// Keeps the kernel's BPF run-time statistics on (--bpf-stats).
     stats_guard: Option<OwnedFd>,
 }
 
-/// Attaches the sampler for the session's targets.
-pub(super) fn attach<'obj>(
-    session: &Session<'_>,
-    storage: &'obj mut MaybeUninit<OpenObject>,
-) -> Result<Box<dyn Recorder + 'obj>> {
-    let config = session.config;
-    let cpu_config = CpuConfig {
-        filter: session.filter.clone(),
-        include_idle: config.include_idle,
-        frequency: config.frequency,
-        stack_copy_size: if config.unwind.copies_stack() {
-            config.stack_size
-        } else {
-            0
-        },
-        fp_user_stack: config.unwind.walks_frame_pointers(),
-    };
-    let collector = Rc::new(RefCell::new(Collector {
-        stacks: StackCollector::new(),
-        unwinder: Unwinder::new(config.unwind),
-        samples: 0,
-        period_ns: 1_000_000_000 / config.frequency,
-    }));
-    let stats_guard = if config.bpf_stats {
-        Some(enable_bpf_stats().context("enabling BPF run-time statistics")?)
-    } else {
-        None
-    };
-    let sink = collector.clone();
-    let probe = CpuProbe::attach(storage, &cpu_config, move |s| {
-        sink.borrow_mut().on_sample(s)
-    })?;
-    Ok(Box::new(CpuRecorder {
-        probe,
-        collector,
-        frequency: config.frequency,
-        target: session.target.describe(),
-        unwind: config.unwind,
-        stack_size: config.stack_size,
-        stats_guard,
-    }))
+/// What the sampler reports when it stops.
+pub(super) struct CpuOutcome {
+    pub period_ns: u64,
+    pub lost: u64,
+    pub notes: Vec<String>,
+    pub truncation_hint: Option<String>,
 }
 
-impl Recorder for CpuRecorder<'_> {
-    fn poll(&mut self, until: Instant) {
+impl<'obj> CpuPart<'obj> {
+    /// Attaches the sampler for the session's targets; each sample adds
+    /// `values(period)` to its stack in `stacks`.
+    pub fn attach(
+        session: &Session<'_>,
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        stacks: Rc<RefCell<StackCollector>>,
+        values: SampleValues,
+    ) -> Result<Self> {
+        let config = session.config;
+        let cpu_config = CpuConfig {
+            filter: session.filter.clone(),
+            include_idle: config.include_idle,
+            frequency: config.frequency,
+            stack_copy_size: if config.unwind.copies_stack() {
+                config.stack_size
+            } else {
+                0
+            },
+            fp_user_stack: config.unwind.walks_frame_pointers(),
+        };
+        let collector = Rc::new(RefCell::new(Collector {
+            stacks,
+            unwinder: Unwinder::new(config.unwind),
+            samples: 0,
+            period_ns: 1_000_000_000 / config.frequency,
+            values,
+        }));
+        let stats_guard = if config.bpf_stats {
+            Some(enable_bpf_stats().context("enabling BPF run-time statistics")?)
+        } else {
+            None
+        };
+        let sink = collector.clone();
+        let probe = CpuProbe::attach(storage, &cpu_config, move |s| {
+            sink.borrow_mut().on_sample(s)
+        })?;
+        Ok(CpuPart {
+            probe,
+            collector,
+            stats_guard,
+        })
+    }
+
+    pub fn poll(&mut self, until: Instant) {
         self.probe.poll_until(until);
     }
 
-    fn progress(&self) -> String {
-        let stats = self.probe.stats();
-        format!("{} samples, {} lost", stats.samples, stats.lost)
+    pub fn stats(&self) -> CpuStats {
+        self.probe.stats()
     }
 
-    fn finish(mut self: Box<Self>, rec: &Recording) -> Result<Collected> {
+    /// Stops sampling, takes in what is still queued and says how it went.
+    pub fn finish(mut self, session: &Session<'_>) -> CpuOutcome {
+        let config = session.config;
         let complete = self.probe.stop(FINAL_DRAIN);
         let stats = self.probe.stats();
         let run_stats = self
             .probe
             .run_stats()
             .filter(|_| self.stats_guard.is_some());
-        let CpuRecorder {
-            probe,
-            collector,
-            frequency,
-            target,
-            unwind,
-            stack_size,
-            ..
-        } = *self;
-        drop(probe);
-        let collector = Rc::try_unwrap(collector)
-            .map_err(|_| anyhow::anyhow!("sample collector still shared after detach"))?
-            .into_inner();
-
+        let (samples, period_ns) = {
+            let c = self.collector.borrow();
+            (c.samples, c.period_ns)
+        };
         let mut notes = Vec::new();
-        let unread = stats.samples.saturating_sub(stats.lost + collector.samples);
+        let unread = stats.samples.saturating_sub(stats.lost + samples);
         if !complete && unread > 0 {
             notes.push(format!(
                 "warning: {unread} samples were still queued when the recording ended and \
@@ -177,26 +179,65 @@ impl Recorder for CpuRecorder<'_> {
                 ns.checked_div(stats.samples).unwrap_or(0)
             ));
         }
-        let cpu = ValueType::new("cpu", units::NANOSECONDS);
-        let period = collector.period_ns;
         // Only a larger stack copy can help, and only up to its maximum.
-        let truncation_hint = (unwind.copies_stack() && stack_size < MAX_STACK_COPY)
+        let truncation_hint = (config.unwind.copies_stack() && config.stack_size < MAX_STACK_COPY)
             .then(|| "a larger --stack-size copies more of the stack".to_string());
-        Ok(Collected {
-            stacks: collector.stacks,
-            sample_types: vec![ValueType::new("samples", units::COUNT), cpu.clone()],
-            period: Some((cpu, period)),
-            frequency: Some(frequency),
+        CpuOutcome {
+            period_ns,
             lost: stats.lost + unread,
+            notes,
+            truncation_hint,
+        }
+    }
+}
+
+struct CpuRecorder<'obj> {
+    part: CpuPart<'obj>,
+    stacks: Rc<RefCell<StackCollector>>,
+}
+
+/// Attaches the sampler for the session's targets.
+pub(super) fn attach<'obj>(
+    session: &Session<'_>,
+    storage: &'obj mut MaybeUninit<OpenObject>,
+) -> Result<Box<dyn Recorder + 'obj>> {
+    let stacks = Rc::new(RefCell::new(StackCollector::new()));
+    let part = CpuPart::attach(session, storage, stacks.clone(), |period| vec![1, period])?;
+    Ok(Box::new(CpuRecorder { part, stacks }))
+}
+
+impl Recorder for CpuRecorder<'_> {
+    fn poll(&mut self, until: Instant) {
+        self.part.poll(until);
+    }
+
+    fn progress(&self) -> String {
+        let stats = self.part.stats();
+        format!("{} samples, {} lost", stats.samples, stats.lost)
+    }
+
+    fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected> {
+        let CpuRecorder { part, stacks } = *self;
+        let out = part.finish(session);
+        let stacks = Rc::try_unwrap(stacks)
+            .map_err(|_| anyhow::anyhow!("sample collector still shared after detach"))?
+            .into_inner();
+        let cpu = ValueType::new("cpu", units::NANOSECONDS);
+        Ok(Collected {
+            stacks,
+            sample_types: vec![ValueType::new("samples", units::COUNT), cpu.clone()],
+            period: Some((cpu, out.period_ns)),
+            frequency: Some(session.config.frequency),
+            lost: out.lost,
             summary: SummaryInfo {
-                notes,
+                notes: out.notes,
                 list_stacks: false,
-                truncation_hint,
+                truncation_hint: out.truncation_hint,
             },
             when_empty: WhenEmpty::Error(format!(
                 "no samples were recorded from {} in {:.1}s: it did not run on a CPU \
-                 (idle or sleeping?)",
-                target,
+                 (idle or sleeping? --probe offcpu shows where it waits)",
+                session.target.describe(),
                 rec.recorded.as_secs_f64()
             )),
         })

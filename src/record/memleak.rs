@@ -16,77 +16,34 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use libbpf_rs::OpenObject;
 
+use super::stack_book::StackBook;
+use super::unwind_sync::UnwindSync;
 use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
 use crate::allocator;
 use crate::config::{MemleakOptions, ProbeKind};
 use crate::probe::memleak::{
     unsample, Allocators, MemleakConfig, MemleakEvent, MemleakProbe, MemleakStats, Outstanding,
-    StackRecord, UNWIND_ROWS,
 };
 use crate::process::{FileKey, ProcessTable};
-use crate::profile::{units, Labels, ValueType};
-use crate::stacks::{RawStack, StackCollector};
+use crate::profile::{units, ValueType};
+use crate::stacks::StackCollector;
 use crate::target::TargetSpec;
-use crate::unwind::table::CfiTables;
-use crate::unwind::{MAX_CAPTURED_FRAMES, MIN_CODE_ADDR};
 
 /// Most outstanding allocations tracked at once.
 const MAX_OUTSTANDING: u32 = 1 << 20;
 
 /// Stacks as they arrive, normalized while their process is alive.
-struct StackBook {
+struct Book {
     stacks: StackCollector,
-    resolved: HashMap<u64, RawStack>,
+    ids: StackBook,
     /// Launched commands stopped at their entry point, waiting for their
     /// unwind tables.
     stopped: Vec<u32>,
 }
 
-impl StackBook {
-    fn on_stack(&mut self, rec: &StackRecord) {
-        let pid = rec.pid();
-        let raw_user = rec.user_stack();
-        let mut addrs: Vec<u64> = raw_user
-            .iter()
-            .copied()
-            .take_while(|&a| a >= MIN_CODE_ADDR)
-            .collect();
-        // A user stack without kernel frames comes from an allocator
-        // uprobe: its first frame is a return address too. Kernels that
-        // add the caller at a function-entry uprobe themselves repeat it.
-        if rec.kernel_stack().is_empty() {
-            if !rec.unwound_with_cfi() && addrs.len() >= 2 && addrs[0] == addrs[1] {
-                addrs.remove(0);
-            }
-            if let Some(first) = addrs.first_mut() {
-                *first -= 1;
-            }
-        }
-        let user = if pid == 0 || addrs.is_empty() {
-            Vec::new()
-        } else {
-            self.stacks.resolve_user(pid, &addrs)
-        };
-        let labels = Labels {
-            pid: Some(pid),
-            process: Some(rec.process_name()),
-            ..Labels::default()
-        };
-        self.resolved.insert(
-            rec.stack_id(),
-            RawStack {
-                labels,
-                kernel: rec.kernel_stack().to_vec(),
-                user,
-                truncated: raw_user.len() >= MAX_CAPTURED_FRAMES,
-            },
-        );
-    }
-}
-
 struct MemleakRecorder<'obj> {
     probe: MemleakProbe<'obj>,
-    book: Rc<RefCell<StackBook>>,
+    book: Rc<RefCell<Book>>,
     unwind: UnwindSync,
     kernel: bool,
     options: MemleakOptions,
@@ -113,14 +70,17 @@ pub(super) fn attach<'obj>(
         max_outstanding: MAX_OUTSTANDING,
     };
 
-    let book = Rc::new(RefCell::new(StackBook {
+    let book = Rc::new(RefCell::new(Book {
         stacks: StackCollector::new(),
-        resolved: HashMap::new(),
+        ids: StackBook::default(),
         stopped: Vec::new(),
     }));
     let sink = book.clone();
     let mut probe = MemleakProbe::attach(storage, &probe_config, move |ev| match ev {
-        MemleakEvent::Stack(rec) => sink.borrow_mut().on_stack(&rec),
+        MemleakEvent::Stack(rec) => {
+            let b = &mut *sink.borrow_mut();
+            b.ids.add(&mut b.stacks, &rec, true);
+        }
         MemleakEvent::Stopped(pid) => sink.borrow_mut().stopped.push(pid),
     })?;
     let mut unwind = UnwindSync::new();
@@ -130,7 +90,7 @@ pub(super) fn attach<'obj>(
                 for &pid in session.filter.pids() {
                     let mut b = book.borrow_mut();
                     attach_process(&mut probe, &mut b.stacks.table, pid)?;
-                    unwind.sync(&probe, &mut b.stacks.table, pid);
+                    unwind.sync(&probe.unwind_maps(), &mut b.stacks.table, pid);
                     unwind.pids.push(pid);
                 }
             }
@@ -158,9 +118,11 @@ impl Recorder for MemleakRecorder<'_> {
     fn poll(&mut self, until: Instant) {
         self.probe.poll_until(until);
         let mut b = self.book.borrow_mut();
-        self.unwind.sync_all(&self.probe, &mut b.stacks.table);
+        self.unwind
+            .sync_all(&self.probe.unwind_maps(), &mut b.stacks.table);
         for pid in std::mem::take(&mut b.stopped) {
-            self.unwind.sync(&self.probe, &mut b.stacks.table, pid);
+            self.unwind
+                .sync(&self.probe.unwind_maps(), &mut b.stacks.table, pid);
             resume(pid);
         }
     }
@@ -175,7 +137,7 @@ impl Recorder for MemleakRecorder<'_> {
         )
     }
 
-    fn finish(self: Box<Self>, rec: &Recording) -> Result<Collected> {
+    fn finish(self: Box<Self>, _session: &Session<'_>, rec: &Recording) -> Result<Collected> {
         let MemleakRecorder {
             mut probe,
             book,
@@ -207,16 +169,8 @@ impl Recorder for MemleakRecorder<'_> {
             kernel,
         );
         let mut stacks = book.stacks;
-        let mut resolved = book.resolved;
         for (stack_id, (bytes, count)) in totals {
-            let raw = resolved.remove(&stack_id).unwrap_or_else(|| RawStack {
-                // The stack never arrived (ring buffer full, counted as lost).
-                labels: Labels::default(),
-                kernel: Vec::new(),
-                user: Vec::new(),
-                truncated: true,
-            });
-            stacks.add(raw, &[bytes, count]);
+            stacks.add(book.ids.get(stack_id), &[bytes, count]);
         }
         Ok(Collected {
             stacks,
@@ -274,68 +228,6 @@ fn notes(stats: &MemleakStats) -> Vec<String> {
         ));
     }
     out
-}
-
-/// Keeps the in-kernel unwinder's tables in step with the target
-/// processes: the CFI rows of every binary they map, reloaded when their
-/// maps change (a library loaded, the launched command's exec). Processes
-/// (or children) without tables get frame-pointer stacks.
-struct UnwindSync {
-    tables: CfiTables,
-    /// Processes checked at every poll.
-    pids: Vec<u32>,
-    /// The maps each pid had when its tables were last loaded.
-    maps: HashMap<u32, String>,
-    /// flameprobe's own executable: a launched command still running it
-    /// has not exec'd yet.
-    own_exe: Option<FileKey>,
-}
-
-impl UnwindSync {
-    fn new() -> Self {
-        UnwindSync {
-            tables: CfiTables::new(UNWIND_ROWS),
-            pids: Vec::new(),
-            maps: HashMap::new(),
-            own_exe: crate::proc::exe_key(std::process::id()).ok(),
-        }
-    }
-
-    /// Syncs every process in `pids`.
-    fn sync_all(&mut self, probe: &MemleakProbe<'_>, table: &mut ProcessTable) {
-        for i in 0..self.pids.len() {
-            let pid = self.pids[i];
-            self.sync(probe, table, pid);
-        }
-    }
-
-    fn still_our_image(&self, pid: u32) -> bool {
-        let theirs = crate::proc::exe_key(pid);
-        matches!((theirs, self.own_exe), (Ok(a), Some(b)) if a == b)
-    }
-
-    fn sync(&mut self, probe: &MemleakProbe<'_>, table: &mut ProcessTable, pid: u32) {
-        let Ok(maps) = crate::proc::read_maps_text(pid) else {
-            return; // exited: its stacks are complete already
-        };
-        if self.maps.get(&pid) == Some(&maps) || self.still_our_image(pid) {
-            return;
-        }
-        let info = table.refresh(pid);
-        if info.unavailable {
-            return;
-        }
-        let loaded = self
-            .tables
-            .modules(info, |first, rows| probe.load_unwind_rows(first, rows))
-            .and_then(|modules| probe.set_unwind_modules(pid, &modules));
-        match loaded {
-            Ok(()) => {
-                self.maps.insert(pid, maps);
-            }
-            Err(e) => log::warn!("pid {pid}: unwind tables not loaded ({e}); frame-pointer stacks"),
-        }
-    }
 }
 
 /// Makes a launched command stop at its executable's entry point, so that

@@ -32,6 +32,10 @@ use crate::target::{Filter, LaunchedCommand, TargetSpec};
 
 mod cpu;
 mod memleak;
+mod offcpu;
+mod stack_book;
+mod unwind_sync;
+mod wall;
 
 /// Longest a single poll runs: the deadline, the first Ctrl-C and the
 /// targets' exit are noticed within this.
@@ -46,7 +50,7 @@ pub(crate) trait Recorder {
     /// The progress line's counters, e.g. "1234 samples, 0 lost".
     fn progress(&self) -> String;
     /// Stops the probe and hands over what was collected.
-    fn finish(self: Box<Self>, rec: &Recording) -> Result<Collected>;
+    fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected>;
 }
 
 /// What a recorder hands over at the end.
@@ -156,10 +160,13 @@ pub(crate) struct Session<'c> {
 /// Runs a recording and writes its output.
 pub fn run(config: &RecordConfig) -> Result<()> {
     let mut session = prepare(config)?;
-    let mut storage = MaybeUninit::<OpenObject>::uninit();
+    // Room for the BPF objects of the probe kind (wall-clock uses two).
+    let (mut first, mut second) = (MaybeUninit::<OpenObject>::uninit(), MaybeUninit::uninit());
     let mut recorder: Box<dyn Recorder + '_> = match config.probe {
-        ProbeKind::Cpu => cpu::attach(&session, &mut storage)?,
-        ProbeKind::Memleak | ProbeKind::Kmemleak => memleak::attach(&session, &mut storage)?,
+        ProbeKind::Cpu => cpu::attach(&session, &mut first)?,
+        ProbeKind::Memleak | ProbeKind::Kmemleak => memleak::attach(&session, &mut first)?,
+        ProbeKind::Offcpu => offcpu::attach(&session, &mut first)?,
+        ProbeKind::Wall => wall::attach(&session, &mut first, &mut second)?,
     };
     log::info!(
         "attached to {} ({} ms after flameprobe started)",
@@ -170,7 +177,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         cmd.start()?;
     }
     let rec = record_until_stopped(&mut session, recorder.as_mut());
-    let collected = recorder.finish(&rec)?;
+    let collected = recorder.finish(&session, &rec)?;
     rec.report_stop(config, &session.target);
     write_profile(&session, &rec, collected)
 }

@@ -23,6 +23,10 @@ use gimli::{
 use super::{module_ranges, FileUnwindInfo};
 use crate::process::{FileKey, ProcessInfo};
 
+/// Capacity of the in-kernel unwinder's shared row array (12 bytes each;
+/// glibc needs about 20 000 rows).
+pub const UNWIND_ROWS: u32 = 1 << 20;
+
 /// How to find the caller's frame in one address range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rule {

@@ -1,0 +1,103 @@
+//! `--probe wall`: wall-clock time per thread, in nanoseconds: on-CPU
+//! samples at `-F` (each worth its sampling period) plus the time off the
+//! CPU, in one profile, so a slow request's time splits into computing and
+//! waiting. Off-CPU stacks end in the kernel's scheduler frames.
+//!
+//! Each stack carries four values: `wall` (both), `cpu` (on-CPU samples),
+//! `offcpu` (time off the CPU) and `events` (samples plus episodes off the
+//! CPU), so reports can split any node or thread.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+use std::time::Instant;
+
+use anyhow::Result;
+use libbpf_rs::OpenObject;
+
+use super::cpu::CpuPart;
+use super::offcpu::OffcpuPart;
+use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty};
+use crate::profile::{units, ValueType};
+use crate::stacks::StackCollector;
+
+struct WallRecorder<'obj> {
+    cpu: CpuPart<'obj>,
+    offcpu: OffcpuPart<'obj>,
+    stacks: Rc<RefCell<StackCollector>>,
+}
+
+/// Attaches the sampler and the sched_switch program for the session's
+/// targets, both feeding one stack collector.
+pub(super) fn attach<'obj>(
+    session: &Session<'_>,
+    cpu_storage: &'obj mut MaybeUninit<OpenObject>,
+    offcpu_storage: &'obj mut MaybeUninit<OpenObject>,
+) -> Result<Box<dyn Recorder + 'obj>> {
+    let stacks = Rc::new(RefCell::new(StackCollector::new()));
+    let offcpu = OffcpuPart::attach(session, offcpu_storage, stacks.clone())?;
+    let cpu = CpuPart::attach(session, cpu_storage, stacks.clone(), |period| {
+        vec![period, period, 0, 1]
+    })?;
+    Ok(Box::new(WallRecorder {
+        cpu,
+        offcpu,
+        stacks,
+    }))
+}
+
+impl Recorder for WallRecorder<'_> {
+    fn poll(&mut self, until: Instant) {
+        // Samples first: they are the busy stream; stacks off the CPU come
+        // once each.
+        self.cpu.poll(until);
+        self.offcpu.poll(until);
+    }
+
+    fn progress(&self) -> String {
+        let (c, o) = (self.cpu.stats(), self.offcpu.stats());
+        format!(
+            "{} samples, {} times off the CPU, {} lost",
+            c.samples,
+            o.switches,
+            c.lost + o.lost()
+        )
+    }
+
+    fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected> {
+        let WallRecorder {
+            cpu,
+            offcpu,
+            stacks,
+        } = *self;
+        let on = cpu.finish(session);
+        let off = offcpu.finish(session.config, |ns, count| vec![ns, 0, ns, count]);
+        let stacks = Rc::try_unwrap(stacks)
+            .map_err(|_| anyhow::anyhow!("stack collector still shared after detach"))?
+            .into_inner();
+        let mut notes = on.notes;
+        notes.extend(off.notes);
+        Ok(Collected {
+            stacks,
+            sample_types: vec![
+                ValueType::new("wall", units::NANOSECONDS),
+                ValueType::new("cpu", units::NANOSECONDS),
+                ValueType::new("offcpu", units::NANOSECONDS),
+                ValueType::new("events", units::COUNT),
+            ],
+            period: None,
+            frequency: Some(session.config.frequency),
+            lost: on.lost + off.lost,
+            summary: SummaryInfo {
+                notes,
+                list_stacks: false,
+                truncation_hint: on.truncation_hint,
+            },
+            when_empty: WhenEmpty::Error(format!(
+                "nothing was recorded from {} in {:.1}s",
+                session.target.describe(),
+                rec.recorded.as_secs_f64()
+            )),
+        })
+    }
+}
