@@ -208,6 +208,7 @@ enum offcpu_states {
 /* A thread that went off the CPU (`offcpu_start`, keyed by thread id). */
 struct offcpu_start {
 	__u64 ts;          /* CLOCK_MONOTONIC ns when it left */
+	__u64 woken;       /* when it was woken (runnable again), or 0 */
 	__u64 stack_id;    /* 0: its state is left out by --state */
 	__u32 pid;         /* tgid */
 	__u32 state;       /* prev_state */

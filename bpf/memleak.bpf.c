@@ -104,7 +104,7 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 si
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 
-	if (!is_target(tgid))
+	if (!is_target_thread(tgid, (__u32)id))
 		return 1;
 	struct alloc_thread *st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
 						       BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -258,8 +258,9 @@ int on_entry(struct pt_regs *ctx)
 
 static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u64 size)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!addr || !is_target(tgid))
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!addr || !is_target_thread(tgid, (__u32)id))
 		return;
 	__u32 zero = 0;
 	struct stack_event *ev = bpf_map_lookup_elem(&kscratch, &zero);

@@ -111,6 +111,7 @@ static __always_inline void switched_out(void *ctx, struct task_struct *prev, __
 	count(STAT_SWITCHES);
 	struct offcpu_start st = {
 		.ts = now,
+		.woken = 0,
 		.pid = prev->tgid,
 		.state = state,
 		/* A state --state leaves out keeps no stack: its time is only
@@ -132,6 +133,13 @@ static __always_inline void add(__u32 idx, __u64 v)
 static __always_inline void switched_in(__u32 tid, struct offcpu_start *st, __u64 now)
 {
 	__u64 away = now - st->ts;
+	/* Once woken, a sleeping thread is runnable: with a --state that
+	 * asks for sleep or disk waits, the time it then waited for a CPU is
+	 * another state, left out. */
+	if (state_filter != OFFCPU_STATE_ALL && st->woken && st->woken <= now && st->state) {
+		add(STAT_STATE_NS, now - st->woken);
+		away = st->woken - st->ts;
+	}
 	if (!st->stack_id) {
 		add(STAT_STATE_NS, away);
 		return;
@@ -167,7 +175,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 prev_tid = prev->pid;
-	if (prev_tid && is_target(prev->tgid))
+	if (prev_tid && is_target_thread(prev->tgid, prev_tid))
 		switched_out(ctx, prev, prev_state, now);
 
 	__u32 next_tid = next->pid;
@@ -176,6 +184,17 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 		switched_in(next_tid, st, now);
 		bpf_map_delete_elem(&offcpu_start, &next_tid);
 	}
+	return 0;
+}
+
+/* A thread off the CPU becomes runnable: note when (see switched_in). */
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(on_wakeup, struct task_struct *p)
+{
+	__u32 tid = p->pid;
+	struct offcpu_start *st = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (st && !st->woken)
+		st->woken = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -189,7 +208,7 @@ int blocked_now(struct bpf_iter__task *ctx)
 	if (!task)
 		return 0;
 	__u32 tid = task->pid, tgid = task->tgid;
-	if (!tid || !is_target(tgid))
+	if (!tid || !is_target_thread(tgid, tid))
 		return 0;
 	unsigned int state = BPF_CORE_READ(task, __state);
 	if (state == 0 || !state_wanted(state))

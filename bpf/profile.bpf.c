@@ -28,11 +28,11 @@ struct {
 	__uint(max_entries, 16 * 1024 * 1024); /* resized from user space */
 } events SEC(".maps");
 
-static __always_inline bool wanted(__u32 tgid)
+static __always_inline bool wanted(__u32 tgid, __u32 tid)
 {
 	if (tgid == 0)
-		return include_idle && filter_mode == FILTER_ALL;
-	return is_target(tgid);
+		return include_idle && filter_mode == FILTER_ALL && !filter_threads;
+	return is_target_thread(tgid, tid);
 }
 
 /* Copy up to `size` (<= stack_copy_size) bytes of user stack from sp: the
@@ -85,7 +85,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	__u32 tgid = id >> 32;
 	__u32 tid = (__u32)id;
 
-	if (!wanted(tgid))
+	if (!wanted(tgid, tid))
 		return 0;
 	count(STAT_SAMPLES);
 

@@ -2,7 +2,8 @@
 /*
  * The in-kernel target filter, shared by every program (included once per
  * .bpf.c, after common.h): the whole machine, or the processes (tgids) in
- * the `targets` map; never flameprobe itself. With `follow_children`, a fork tracepoint adds the
+ * the `targets` map; never flameprobe itself; with `filter_threads`, only
+ * the threads in `target_threads` (--tid, --thread). With `follow_children`, a fork tracepoint adds the
  * new processes that targets create (`-- CMD` mode); threads need no entry
  * of their own (the filter is by process). An exit tracepoint removes a
  * process once its last thread has exited, so the map holds live targets
@@ -23,7 +24,17 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
-/* Whether process `tgid` is profiled. */
+/* --tid / --thread: only these threads of the targets. */
+const volatile bool filter_threads = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   /* thread id */
+	__type(value, __u8);
+} target_threads SEC(".maps");
+
+/* Whether process `tgid` is profiled (whatever its threads). */
 static __always_inline bool is_target(__u32 tgid)
 {
 	if (tgid == self_tgid)
@@ -31,6 +42,14 @@ static __always_inline bool is_target(__u32 tgid)
 	if (filter_mode == FILTER_ALL)
 		return true;
 	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
+/* Whether thread `tid` of process `tgid` is profiled. */
+static __always_inline bool is_target_thread(__u32 tgid, __u32 tid)
+{
+	if (!is_target(tgid))
+		return false;
+	return !filter_threads || bpf_map_lookup_elem(&target_threads, &tid) != NULL;
 }
 
 /* A target created a process: follow it (`-- CMD` mode). */

@@ -241,7 +241,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --probe --min-age --sample-bytes --quiet --bpf-stats --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -252,6 +252,14 @@ _flameprobe() {
                     return 0
                     ;;
                 -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --thread)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -308,7 +316,15 @@ _flameprobe() {
                     return 0
                     ;;
                 --probe)
-                    COMPREPLY=($(compgen -W "cpu memleak kmemleak" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cpu memleak kmemleak offcpu wall" -- "${cur}"))
+                    return 0
+                    ;;
+                --min-block)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state)
+                    COMPREPLY=($(compgen -W "all sleep disk" -- "${cur}"))
                     return 0
                     ;;
                 --min-age)
@@ -327,7 +343,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__report)
-            opts="-v -h --tree --focus --min-percent --top --json --verbose --help"
+            opts="-v -h --tree --focus --min-percent --top --by-thread --json --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

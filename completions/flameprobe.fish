@@ -34,6 +34,8 @@ complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" 
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s p -l pid -d 'Profile these processes (all their threads); repeat or comma-separate' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l tid -d 'Record only these threads (of the --pid targets, or of their own processes when no other target is given); repeat or comma-separate' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l thread -d 'Record only the threads whose name matches this regular expression (also threads started or renamed during the recording)' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m [default: 10s; with a command: until it exits]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
@@ -47,9 +49,15 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l stack-s
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l title -d 'Title of the SVG' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l colors -d 'SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple, orange, wakeup, java, js, perl, python, rust' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-width -d 'Leave out SVG frames narrower than this many pixels (default 0.1)' -r
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l probe -d 'What to record: CPU time, user-space memory leaks (memleak) or kernel memory leaks (kmemleak)' -r -f -a "cpu\t'On-CPU stacks, sampled (flame graph of CPU time)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l probe -d 'What to record: CPU time, user-space memory leaks (memleak), kernel memory leaks (kmemleak), time off the CPU (offcpu: blocked, sleeping, waiting), or wall-clock time (wall: on-CPU + off-CPU)' -r -f -a "cpu\t'On-CPU stacks, sampled (flame graph of CPU time)'
 memleak\t'User-space memory allocated during the recording and not freed by its end'
-kmemleak\t'Kernel memory (slab and pages) allocated during the recording and not freed'"
+kmemleak\t'Kernel memory (slab and pages) allocated during the recording and not freed'
+offcpu\t'Time threads spent off the CPU (blocked, sleeping, waiting), per stack'
+wall\t'Wall-clock time per thread: on-CPU samples plus off-CPU time'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-block -d 'offcpu/wall: leave out shorter times off the CPU (counted apart in the summary) [default: 1us]' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l state -d 'offcpu/wall: which reasons to be off the CPU to record: sleep (interruptible, S), disk (uninterruptible, D) or all [default: all]' -r -f -a "all\t'Sleeping (S) and waiting uninterruptibly (D), preempted, stopped'
+sleep\t'Interruptible sleep (S): timers, locks, network, pipes'
+disk\t'Uninterruptible sleep (D): mostly disk and other I/O'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-age -d 'memleak/kmemleak: leave out allocations younger than this at the end of the recording (in flight, not leaked); 0 keeps all [default: 500ms]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l sample-bytes -d 'memleak: sample each allocated byte with probability 1/N (estimates scaled back up) instead of tracking every allocation; e.g. 512k' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
@@ -65,6 +73,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l focus -
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l min-percent -d 'Leave out tree nodes under this share of the total' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l top -d 'Rows in the top-functions table (0 = all)' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l tree -d 'Also print the merged call tree: total, self and count per frame'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l by-thread -d 'Also print each thread\'s totals (for wall-clock profiles: total, on-CPU and off-CPU time)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l json -d 'Print the report (top table and tree) as JSON'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -s h -l help -d 'Print help'

@@ -13,7 +13,7 @@ use crate::config::{
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
 use crate::report::{ReportConfig, ReportOptions};
-use crate::target::TargetSpec;
+use crate::target::{TargetSpec, ThreadSelection};
 use crate::unwind::UnwindMode;
 
 /// flameprobe's exit codes and what they mean (for main, --help and the
@@ -88,6 +88,14 @@ pub struct RecordArgs {
         value_delimiter = ','
     )]
     pub pids: Vec<u32>,
+    /// Record only these threads (of the --pid targets, or of their own
+    /// processes when no other target is given); repeat or comma-separate.
+    #[arg(long = "tid", value_name = "TID[,TID...]", value_delimiter = ',')]
+    pub tids: Vec<u32>,
+    /// Record only the threads whose name matches this regular expression
+    /// (also threads started or renamed during the recording).
+    #[arg(long = "thread", value_name = "REGEX")]
+    pub thread: Option<String>,
     /// Profile the whole machine (the default when no target is given).
     #[arg(short, long, conflicts_with = "pids")]
     pub all: bool,
@@ -229,6 +237,10 @@ pub struct ReportArgs {
     /// Rows in the top-functions table (0 = all).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+    /// Also print each thread's totals (for wall-clock profiles: total,
+    /// on-CPU and off-CPU time).
+    #[arg(long)]
+    pub by_thread: bool,
     /// Print the report (top table and tree) as JSON.
     #[arg(long)]
     pub json: bool,
@@ -257,6 +269,7 @@ impl ReportArgs {
                 focus,
                 min_percent: self.min_percent,
                 top: self.top,
+                by_thread: self.by_thread,
             },
             json: self.json,
         })
@@ -340,7 +353,26 @@ fn parse_bytes_arg(s: &str) -> Result<u64, String> {
 }
 
 impl RecordArgs {
-    pub fn into_config(self) -> Result<RecordConfig, String> {
+    pub fn into_config(mut self) -> Result<RecordConfig, String> {
+        let only_threads = if self.tids.is_empty() && self.thread.is_none() {
+            None
+        } else {
+            let name = match &self.thread {
+                Some(re) => Some(
+                    regex::Regex::new(re)
+                        .map_err(|e| format!("invalid --thread regular expression: {e}"))?,
+                ),
+                None => None,
+            };
+            Some(ThreadSelection {
+                tids: self.tids.clone(),
+                name,
+            })
+        };
+        // --tid alone: the processes of those threads.
+        if self.pids.is_empty() && !self.all && self.command.is_empty() {
+            self.pids = self.tids.clone();
+        }
         let target = if !self.command.is_empty() {
             if self.all || !self.pids.is_empty() {
                 return Err("a command (after --) cannot be combined with --pid or --all".into());
@@ -407,6 +439,7 @@ impl RecordArgs {
             probe: self.probe,
             memleak,
             offcpu,
+            only_threads,
         })
     }
 }

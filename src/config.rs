@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
-use crate::target::TargetSpec;
+use crate::target::{TargetSpec, ThreadSelection};
 use crate::unwind::UnwindMode;
 
 /// How long `record` records when not told (and not running a command).
@@ -41,6 +41,8 @@ pub struct RecordConfig {
     pub memleak: MemleakOptions,
     /// Settings of the off-CPU and wall-clock probes.
     pub offcpu: OffcpuOptions,
+    /// Only these threads of the targets (--tid, --thread).
+    pub only_threads: Option<ThreadSelection>,
 }
 
 /// Everything `convert` needs.

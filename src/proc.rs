@@ -226,6 +226,25 @@ pub fn read_comm(pid: u32, tid: u32) -> io::Result<String> {
     Ok(text.trim_end_matches('\n').to_string())
 }
 
+/// Every process's pid (the numeric entries of /proc).
+pub fn all_pids() -> Vec<u32> {
+    numeric_entries(std::path::Path::new("/proc"))
+}
+
+/// The thread ids of process `pid` (empty once it is gone).
+pub fn thread_ids(pid: u32) -> Vec<u32> {
+    numeric_entries(&proc_path(pid, "task"))
+}
+
+fn numeric_entries(dir: &std::path::Path) -> Vec<u32> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// True while a process with this pid exists (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(proc_path(pid, "stat")) else {
@@ -336,6 +355,14 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let mut buf = [0u8; 21];
         let n = read_memory(std::process::id(), data.as_ptr() as u64, &mut buf).unwrap();
         assert_eq!((n, &buf), (21, &data));
+    }
+
+    #[test]
+    fn lists_processes_and_threads() {
+        let me = std::process::id();
+        assert!(all_pids().contains(&me));
+        assert!(thread_ids(me).contains(&me));
+        assert!(thread_ids(u32::MAX - 1).is_empty());
     }
 
     #[test]

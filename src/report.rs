@@ -37,6 +37,8 @@ pub struct ReportOptions {
     pub min_percent: f64,
     /// Rows of the top table (0 = all).
     pub top: usize,
+    /// Include the per-thread table in the text output.
+    pub by_thread: bool,
 }
 
 impl Default for ReportOptions {
@@ -46,6 +48,7 @@ impl Default for ReportOptions {
             focus: None,
             min_percent: 1.0,
             top: 20,
+            by_thread: false,
         }
     }
 }
@@ -61,6 +64,21 @@ pub struct TopRow {
     pub total_percent: f64,
     /// Samples (events) in which the function is on the stack.
     pub count: u64,
+}
+
+/// One thread's totals: every value of the profile that is not a count
+/// (time, bytes), then its events.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThreadRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    pub process: String,
+    pub thread: String,
+    /// In the order of [`Report::thread_columns`].
+    pub values: Vec<u64>,
+    pub events: u64,
 }
 
 /// A node of the merged call tree. Values are in [`Report::unit`].
@@ -187,6 +205,10 @@ pub struct Report {
     pub focused_total: u64,
     pub min_percent: f64,
     pub top: Vec<TopRow>,
+    /// The values of the per-thread table, as `name/unit`.
+    pub thread_columns: Vec<String>,
+    /// Per thread, heaviest first (by the shown value).
+    pub threads: Vec<ThreadRow>,
     /// The merged call tree, pruned by `min_percent` (in JSON: the roots,
     /// each with nested `children`).
     #[serde(skip)]
@@ -296,6 +318,7 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
     }
 
     let tree = prune(&nodes, &percent, opts.min_percent);
+    let (thread_columns, threads) = by_thread(profile, opts);
     let shown = &profile.sample_types[display];
     Report {
         value: shown.name.clone(),
@@ -308,8 +331,70 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
         focused_total: focused,
         min_percent: opts.min_percent,
         top,
+        thread_columns,
+        threads,
         tree,
     }
+}
+
+/// Each thread's totals of every value that is not a count, and its
+/// events, heaviest first; stacks outside the focus are left out.
+fn by_thread(profile: &Profile, opts: &ReportOptions) -> (Vec<String>, Vec<ThreadRow>) {
+    let columns: Vec<usize> = (0..profile.sample_types.len())
+        .filter(|&i| profile.sample_types[i].unit != units::COUNT)
+        .collect();
+    let events = profile.events_index();
+    let names = FrameNameOptions { threads: true };
+    // (pid, tid, process, thread) -> (values, events)
+    type Key = (Option<u32>, Option<u32>, String, String);
+    let mut rows: BTreeMap<Key, (Vec<u64>, u64)> = BTreeMap::new();
+    for stack in &profile.stacks {
+        if let Some(re) = &opts.focus {
+            if !profile
+                .frame_names(stack, &names)
+                .iter()
+                .any(|n| re.is_match(n))
+            {
+                continue;
+            }
+        }
+        let l = &stack.labels;
+        let key = (
+            l.pid,
+            l.tid,
+            l.process.clone().unwrap_or_default(),
+            l.thread.clone().unwrap_or_default(),
+        );
+        let row = rows
+            .entry(key)
+            .or_insert_with(|| (vec![0; columns.len()], 0));
+        for (sum, &c) in row.0.iter_mut().zip(&columns) {
+            *sum = sum.saturating_add(stack.values[c]);
+        }
+        row.1 = row.1.saturating_add(stack.values[events]);
+    }
+    let mut out: Vec<ThreadRow> = rows
+        .into_iter()
+        .map(
+            |((pid, tid, process, thread), (values, events))| ThreadRow {
+                pid,
+                tid,
+                process,
+                thread,
+                values,
+                events,
+            },
+        )
+        .collect();
+    out.sort_by(|a, b| {
+        let first = |r: &ThreadRow| r.values.first().copied().unwrap_or(r.events);
+        first(b).cmp(&first(a)).then(a.tid.cmp(&b.tid))
+    });
+    let columns = columns
+        .iter()
+        .map(|&c| profile.sample_types[c].to_string())
+        .collect();
+    (columns, out)
 }
 
 /// The pruned tree of the trie in `nodes` (node 0 is the root of all).
@@ -426,6 +511,10 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
         out.push_str("  (no samples)\n");
     }
 
+    if opts.by_thread {
+        render_threads(&mut out, profile, report);
+    }
+
     if opts.tree {
         let _ = writeln!(
             out,
@@ -453,6 +542,34 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
         }
     }
     out
+}
+
+/// The per-thread table.
+fn render_threads(out: &mut String, profile: &Profile, report: &Report) {
+    let columns: Vec<&crate::profile::ValueType> = profile
+        .sample_types
+        .iter()
+        .filter(|t| t.unit != units::COUNT)
+        .collect();
+    let events = &profile.sample_types[profile.events_index()];
+    let _ = writeln!(out, "\nPer thread:");
+    for t in &columns {
+        let _ = write!(out, "{:>12} ", t.name);
+    }
+    let _ = writeln!(out, "{:>9}  thread", events.noun());
+    for row in &report.threads {
+        for (t, v) in columns.iter().zip(&row.values) {
+            let _ = write!(out, "{:>12} ", t.format(*v));
+        }
+        let who = match (row.pid, row.tid) {
+            (Some(pid), Some(tid)) => {
+                format!("[{pid}]{} {} (tid {tid})", row.process, row.thread)
+            }
+            (Some(pid), None) => format!("[{pid}]{}", row.process),
+            _ => format!("{} {}", row.process, row.thread).trim().to_string(),
+        };
+        let _ = writeln!(out, "{:>9}  {who}", row.events);
+    }
 }
 
 fn self_word(unit: &str) -> &'static str {

@@ -58,6 +58,35 @@ impl Filter {
     }
 }
 
+/// `--tid` / `--thread`: only some threads of the targets are recorded.
+#[derive(Clone, Debug)]
+pub struct ThreadSelection {
+    /// These thread ids.
+    pub tids: Vec<u32>,
+    /// Threads whose name matches (checked as threads appear).
+    pub name: Option<regex::Regex>,
+}
+
+impl ThreadSelection {
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.tids.is_empty() {
+            let list: Vec<String> = self.tids.iter().map(u32::to_string).collect();
+            parts.push(format!("threads {}", list.join(",")));
+        }
+        if let Some(re) = &self.name {
+            parts.push(format!("threads named /{re}/"));
+        }
+        parts.join(" and ")
+    }
+}
+
+/// The thread filter the BPF programs apply (bpf/targets.h): `None`
+/// records every thread of the targets; `Some` only the thread ids in the
+/// in-kernel set, which starts with these and grows as matching threads
+/// appear.
+pub type ThreadFilter = Option<Vec<u32>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("no such process: {0} (check the pid with `ps -p {0}`)")]
@@ -89,7 +118,7 @@ impl TargetSpec {
     /// Checks that named processes exist (before anything is attached).
     pub fn validate(&self) -> Result<(), TargetError> {
         if let TargetSpec::Pids(pids) = self {
-            resolve_pids(pids)?;
+            resolve_pids(pids, &[])?;
         }
         Ok(())
     }
@@ -99,7 +128,10 @@ impl TargetSpec {
 /// exist; a thread id stands for its process, a pid given twice counts
 /// once, and a kernel thread is allowed but said to be one. Pids are the
 /// kernel's (the initial PID namespace's): inside another one, an error.
-pub fn resolve_pids(pids: &[u32]) -> Result<Vec<u32>, TargetError> {
+///
+/// Thread ids in `named_threads` (given with `--tid`) stand for their
+/// process silently: only those threads are recorded.
+pub fn resolve_pids(pids: &[u32], named_threads: &[u32]) -> Result<Vec<u32>, TargetError> {
     if !proc::in_initial_pid_namespace() {
         return Err(TargetError::InPidNamespace);
     }
@@ -109,7 +141,9 @@ pub fn resolve_pids(pids: &[u32]) -> Result<Vec<u32>, TargetError> {
             Ok(s) if proc::process_alive(pid) => s,
             _ => return Err(TargetError::NoSuchProcess(pid)),
         };
-        let process = if status.tgid != 0 && status.tgid != pid {
+        let process = if status.tgid != 0 && status.tgid != pid && named_threads.contains(&pid) {
+            status.tgid
+        } else if status.tgid != 0 && status.tgid != pid {
             let name = proc::read_status(status.tgid)
                 .map(|s| s.name)
                 .unwrap_or_default();
@@ -288,7 +322,8 @@ mod tests {
         });
         let tid = rx.recv().unwrap();
         assert_ne!(tid, me);
-        assert_eq!(resolve_pids(&[tid, me, me]).unwrap(), vec![me]);
+        assert_eq!(resolve_pids(&[tid, me, me], &[]).unwrap(), vec![me]);
+        assert_eq!(resolve_pids(&[tid], &[tid]).unwrap(), vec![me]);
         done_tx.send(()).unwrap();
         t.join().unwrap();
     }

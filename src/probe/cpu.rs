@@ -13,14 +13,15 @@ use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
 use super::ring::Ring;
 use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
-use super::targets::{self, set_filter_rodata};
-use crate::target::Filter;
+use super::targets::{self, set_filter_rodata, TargetMaps};
+use crate::target::{Filter, ThreadFilter};
 use crate::unwind::{UserRegs, MAX_STACK_COPY, STACK_COPY_PAGE};
 
 /// Settings of one recording.
 #[derive(Clone, Debug)]
 pub struct CpuConfig {
     pub filter: Filter,
+    pub threads: ThreadFilter,
     pub include_idle: bool,
     pub frequency: u64,
     /// Bytes of user stack copied per sample (0 = none, frame pointers only).
@@ -150,7 +151,7 @@ impl<'obj> CpuProbe<'obj> {
                 .rodata_data
                 .as_deref_mut()
                 .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
-            set_filter_rodata!(rodata, &config.filter);
+            set_filter_rodata!(rodata, &config.filter, &config.threads);
             rodata.include_idle = config.include_idle;
             rodata.stack_copy_size = stack_copy_size(config.stack_copy_size);
             rodata.fp_user_stack = config.fp_user_stack;
@@ -169,7 +170,13 @@ impl<'obj> CpuProbe<'obj> {
         let skel = load_reporting("cpu", || open.load()).map_err(ProbeError::load)?;
 
         let p = &skel.progs;
-        let mut links = targets::start(&skel.maps.targets, &p.on_fork, &p.on_exit, &config.filter)?;
+        let mut links = targets::start(
+            &TargetMaps::new(&skel.maps.targets, &skel.maps.target_threads),
+            &p.on_fork,
+            &p.on_exit,
+            &config.filter,
+            &config.threads,
+        )?;
         let cpus = perf::online_cpus().map_err(|e| ProbeError::attach("online CPUs", &e))?;
         for cpu in cpus {
             let fd = perf::open_cpu_clock(cpu, config.frequency)
@@ -217,6 +224,11 @@ impl<'obj> CpuProbe<'obj> {
         let rc =
             unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
         (rc == 0).then_some((info.run_cnt, info.run_time_ns))
+    }
+
+    /// The target maps of this program.
+    pub fn target_maps(&self) -> TargetMaps<'_> {
+        TargetMaps::new(&self.skel.maps.targets, &self.skel.maps.target_threads)
     }
 
     /// The program's counters, summed over CPUs.

@@ -17,10 +17,10 @@ use super::setup::{
     ensure_tracefs, load_reporting, percpu_counter, request_verifier_stats, ProbeError,
 };
 pub use super::stacks::{StackRecord, UnwindMaps};
-use super::targets::{self, set_filter_rodata};
+use super::targets::{self, set_filter_rodata, TargetMaps};
 use crate::allocator::{AllocFn, EntryPoint};
 use crate::process::FileKey;
-use crate::target::Filter;
+use crate::target::{Filter, ThreadFilter};
 use crate::unwind::table::UNWIND_ROWS;
 
 /// Entries in the exponential table for sampling (`SAMPLE_TABLE_SIZE`).
@@ -40,6 +40,7 @@ pub enum Allocators {
 pub struct MemleakConfig {
     pub allocators: Allocators,
     pub filter: Filter,
+    pub threads: ThreadFilter,
     /// Mean bytes between samples (0 = track every allocation).
     pub sample_bytes: u64,
     /// Most outstanding allocations kept at once.
@@ -126,7 +127,7 @@ impl<'obj> MemleakProbe<'obj> {
                 .rodata_data
                 .as_deref_mut()
                 .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
-            set_filter_rodata!(rodata, &config.filter);
+            set_filter_rodata!(rodata, &config.filter, &config.threads);
             rodata.sample_bytes = config.sample_bytes;
             rodata.kernel_user_stacks = !matches!(config.filter, Filter::All);
         }
@@ -176,7 +177,13 @@ impl<'obj> MemleakProbe<'obj> {
                 .map_err(|e| ProbeError::attach("sample table", &e))?;
         }
         let p = &skel.progs;
-        let mut links = targets::start(&skel.maps.targets, &p.on_fork, &p.on_exit, &config.filter)?;
+        let mut links = targets::start(
+            &TargetMaps::new(&skel.maps.targets, &skel.maps.target_threads),
+            &p.on_fork,
+            &p.on_exit,
+            &config.filter,
+            &config.threads,
+        )?;
         if !user {
             ensure_tracefs();
             let p = &skel.progs;
@@ -289,6 +296,11 @@ impl<'obj> MemleakProbe<'obj> {
     /// maps stay readable.
     pub fn detach(&mut self) {
         self.links.clear();
+    }
+
+    /// The target maps of this program.
+    pub fn target_maps(&self) -> TargetMaps<'_> {
+        TargetMaps::new(&self.skel.maps.targets, &self.skel.maps.target_threads)
     }
 
     /// The program's counters, summed over CPUs.

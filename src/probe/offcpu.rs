@@ -14,8 +14,8 @@ use super::offcpu_skel::{types, OffcpuSkel, OffcpuSkelBuilder};
 use super::ring::Ring;
 use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
 use super::stacks::{StackRecord, UnwindMaps};
-use super::targets::{self, set_filter_rodata};
-use crate::target::Filter;
+use super::targets::{self, set_filter_rodata, TargetMaps};
+use crate::target::{Filter, ThreadFilter};
 use crate::unwind::table::UNWIND_ROWS;
 use crate::unwind::UserRegs;
 
@@ -35,6 +35,7 @@ pub enum StateFilter {
 #[derive(Clone, Debug)]
 pub struct OffcpuConfig {
     pub filter: Filter,
+    pub threads: ThreadFilter,
     /// Shorter times off the CPU are left out (counted apart).
     pub min_block: Duration,
     pub states: StateFilter,
@@ -64,6 +65,10 @@ pub struct StillOff {
     pub stack_id: u64,
     /// CLOCK_MONOTONIC ns when it left the CPU.
     pub since: u64,
+    /// When it was woken (runnable, waiting for a CPU), if it was.
+    pub woken: Option<u64>,
+    /// Its state when it left (0: preempted, still runnable).
+    pub state: u32,
 }
 
 /// A target thread that was off the CPU when the recording started.
@@ -149,7 +154,7 @@ impl<'obj> OffcpuProbe<'obj> {
                 .rodata_data
                 .as_deref_mut()
                 .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
-            set_filter_rodata!(rodata, &config.filter);
+            set_filter_rodata!(rodata, &config.filter, &config.threads);
             rodata.min_block_ns = config.min_block.as_nanos().min(u128::from(u64::MAX)) as u64;
             rodata.state_filter = match config.states {
                 StateFilter::All => types::offcpu_states::OFFCPU_STATE_ALL.0,
@@ -173,16 +178,32 @@ impl<'obj> OffcpuProbe<'obj> {
         open.progs
             .on_exit
             .set_autoload(targets::needs_tracking(&config.filter));
+        open.progs
+            .on_wakeup
+            .set_autoload(config.states != StateFilter::All);
         request_verifier_stats(open.open_object_mut());
         let skel = load_reporting("offcpu", || open.load()).map_err(ProbeError::load)?;
 
         let p = &skel.progs;
-        let mut links = targets::start(&skel.maps.targets, &p.on_fork, &p.on_exit, &config.filter)?;
+        let mut links = targets::start(
+            &TargetMaps::new(&skel.maps.targets, &skel.maps.target_threads),
+            &p.on_fork,
+            &p.on_exit,
+            &config.filter,
+            &config.threads,
+        )?;
         links.push(
             p.on_switch
                 .attach()
                 .map_err(|e| ProbeError::attach("sched_switch tracepoint", &e))?,
         );
+        if config.states != StateFilter::All {
+            links.push(
+                p.on_wakeup
+                    .attach()
+                    .map_err(|e| ProbeError::attach("sched_wakeup tracepoint", &e))?,
+            );
+        }
         let ring = Ring::new(&skel.maps.stacks, move |data: &[u8]| {
             if let Some(rec) = StackRecord::parse(data) {
                 on_stack(rec);
@@ -229,16 +250,18 @@ impl<'obj> OffcpuProbe<'obj> {
             .collect())
     }
 
-    /// Records that thread `tid` of `pid` is off the CPU since `since`
-    /// (CLOCK_MONOTONIC ns) with stack `stack_id`, unless the program has
-    /// seen it leave since (then its own record stands).
-    pub fn seed(&self, pid: u32, tid: u32, stack_id: u64, since: u64) -> Result<(), ProbeError> {
+    /// Records that `task` is off the CPU since `since` (CLOCK_MONOTONIC
+    /// ns) with stack `stack_id`, unless the program has seen it leave
+    /// since (then its own record stands).
+    pub fn seed(&self, task: &BlockedTask, stack_id: u64, since: u64) -> Result<(), ProbeError> {
         let st = types::offcpu_start {
             ts: since,
+            woken: 0,
             stack_id,
-            pid,
-            state: 0,
+            pid: task.pid(),
+            state: task.b.state,
         };
+        let tid = task.tid();
         // SAFETY: offcpu_start is plain data with explicit padding.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -286,8 +309,15 @@ impl<'obj> OffcpuProbe<'obj> {
                 tid,
                 stack_id: st.stack_id,
                 since: st.ts,
+                woken: (st.woken != 0).then_some(st.woken),
+                state: st.state,
             })
             .collect()
+    }
+
+    /// The target maps of this program.
+    pub fn target_maps(&self) -> TargetMaps<'_> {
+        TargetMaps::new(&self.skel.maps.targets, &self.skel.maps.target_threads)
     }
 
     /// The program's counters, summed over CPUs.

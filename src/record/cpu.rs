@@ -14,6 +14,7 @@ use libbpf_rs::OpenObject;
 use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, CpuStats};
 use crate::probe::enable_bpf_stats;
+use crate::probe::targets::TargetMaps;
 use crate::profile::{units, Labels, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{Unwinder, UserSnapshot, MAX_STACK_COPY};
@@ -97,6 +98,7 @@ impl<'obj> CpuPart<'obj> {
         let config = session.config;
         let cpu_config = CpuConfig {
             filter: session.filter.clone(),
+            threads: session.threads.clone(),
             include_idle: config.include_idle,
             frequency: config.frequency,
             stack_copy_size: if config.unwind.copies_stack() {
@@ -135,6 +137,10 @@ impl<'obj> CpuPart<'obj> {
 
     pub fn stats(&self) -> CpuStats {
         self.probe.stats()
+    }
+
+    pub fn target_maps(&self) -> TargetMaps<'_> {
+        self.probe.target_maps()
     }
 
     /// Stops sampling, takes in what is still queued and says how it went.
@@ -211,6 +217,10 @@ impl Recorder for CpuRecorder<'_> {
         self.part.poll(until);
     }
 
+    fn target_maps(&self) -> Vec<TargetMaps<'_>> {
+        vec![self.part.target_maps()]
+    }
+
     fn progress(&self) -> String {
         let stats = self.part.stats();
         format!("{} samples, {} lost", stats.samples, stats.lost)
@@ -237,7 +247,7 @@ impl Recorder for CpuRecorder<'_> {
             when_empty: WhenEmpty::Error(format!(
                 "no samples were recorded from {} in {:.1}s: it did not run on a CPU \
                  (idle or sleeping? --probe offcpu shows where it waits)",
-                session.target.describe(),
+                session.describe(),
                 rec.recorded.as_secs_f64()
             )),
         })

@@ -24,6 +24,7 @@ use crate::config::{MemleakOptions, ProbeKind};
 use crate::probe::memleak::{
     unsample, Allocators, MemleakConfig, MemleakEvent, MemleakProbe, MemleakStats, Outstanding,
 };
+use crate::probe::targets::TargetMaps;
 use crate::process::{FileKey, ProcessTable};
 use crate::profile::{units, ValueType};
 use crate::stacks::StackCollector;
@@ -66,6 +67,7 @@ pub(super) fn attach<'obj>(
             Allocators::User
         },
         filter: session.filter.clone(),
+        threads: session.threads.clone(),
         sample_bytes: config.memleak.sample_bytes,
         max_outstanding: MAX_OUTSTANDING,
     };
@@ -110,7 +112,7 @@ pub(super) fn attach<'obj>(
         unwind,
         kernel,
         options: config.memleak,
-        target: session.target.describe(),
+        target: session.describe(),
     }))
 }
 
@@ -125,6 +127,10 @@ impl Recorder for MemleakRecorder<'_> {
                 .sync(&self.probe.unwind_maps(), &mut b.stacks.table, pid);
             resume(pid);
         }
+    }
+
+    fn target_maps(&self) -> Vec<TargetMaps<'_>> {
+        vec![self.probe.target_maps()]
     }
 
     fn progress(&self) -> String {

@@ -23,17 +23,20 @@ use libbpf_rs::OpenObject;
 use crate::config::{ProbeKind, RecordConfig};
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::check_bpf_support;
+use crate::probe::targets::TargetMaps;
 use crate::profile::{FrameNameOptions, Meta, Profile, ValueType};
 use crate::report::{self, ReportOptions};
 use crate::signals;
 use crate::stacks::StackCollector;
 use crate::symbolize::Symbolizer;
-use crate::target::{Filter, LaunchedCommand, TargetSpec};
+use crate::target::{Filter, LaunchedCommand, TargetSpec, ThreadFilter};
+use threads::ThreadWatch;
 
 mod cpu;
 mod memleak;
 mod offcpu;
 mod stack_book;
+mod threads;
 mod unwind_sync;
 mod wall;
 
@@ -47,6 +50,9 @@ const FINAL_DRAIN: Duration = Duration::from_secs(1);
 pub(crate) trait Recorder {
     /// Takes in what the probe delivers until `until` (never later).
     fn poll(&mut self, until: Instant);
+    /// The target maps of its BPF programs (threads matching --thread
+    /// are added as they appear).
+    fn target_maps(&self) -> Vec<TargetMaps<'_>>;
     /// The progress line's counters, e.g. "1234 samples, 0 lost".
     fn progress(&self) -> String;
     /// Stops the probe and hands over what was collected.
@@ -153,8 +159,23 @@ pub(crate) struct Session<'c> {
     pub target: TargetSpec,
     /// What the BPF programs record.
     pub filter: Filter,
+    /// Only these threads of the targets (--tid/--thread), at the start.
+    pub threads: ThreadFilter,
+    /// Adds threads matching --thread as they appear.
+    pub thread_watch: Option<ThreadWatch>,
     /// The launched command, held before exec until the probe is attached.
     pub command: Option<LaunchedCommand>,
+}
+
+impl Session<'_> {
+    /// What is recorded, for titles and messages: the targets, and the
+    /// threads when only some are.
+    pub fn describe(&self) -> String {
+        match &self.config.only_threads {
+            Some(sel) => format!("{} ({})", self.target.describe(), sel.describe()),
+            None => self.target.describe(),
+        }
+    }
 }
 
 /// Runs a recording and writes its output.
@@ -170,7 +191,7 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     };
     log::info!(
         "attached to {} ({} ms after flameprobe started)",
-        session.target.describe(),
+        session.describe(),
         process_age().map_or_else(|| "?".into(), |d| d.as_millis().to_string())
     );
     if let Some(cmd) = session.command.as_mut() {
@@ -186,8 +207,9 @@ pub fn run(config: &RecordConfig) -> Result<()> {
 /// support), installs the signal handlers and launches the command (held
 /// before exec) if there is one.
 fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
+    let named_threads: &[u32] = config.only_threads.as_ref().map_or(&[], |t| &t.tids);
     let pids = match &config.target {
-        TargetSpec::Pids(p) => crate::target::resolve_pids(p)?,
+        TargetSpec::Pids(p) => crate::target::resolve_pids(p, named_threads)?,
         _ => Vec::new(),
     };
     if let Destination::File(path) = &config.destination {
@@ -220,10 +242,20 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         TargetSpec::Pids(_) => TargetSpec::Pids(filter.pids().to_vec()),
         other => other.clone(),
     };
+    let (threads, thread_watch) = match &config.only_threads {
+        Some(sel) => {
+            let mut watch = ThreadWatch::new(sel, &filter);
+            let tids = watch.initial();
+            (Some(tids), Some(watch))
+        }
+        None => (None, None),
+    };
     Ok(Session {
         config,
         target,
         filter,
+        threads,
+        thread_watch,
         command,
     })
 }
@@ -234,7 +266,7 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
     let config = session.config;
     let start_wall = SystemTime::now();
     let started = Instant::now();
-    let progress = progress_bar(config, &session.target);
+    let progress = progress_bar(config, &session.describe());
     let reason = loop {
         let elapsed = started.elapsed();
         if signals::stop_requested() {
@@ -251,6 +283,9 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
             until = until.min(started + d);
         }
         recorder.poll(until);
+        if let Some(watch) = &mut session.thread_watch {
+            watch.scan(&recorder.target_maps());
+        }
         if let Some(pb) = &progress {
             pb.set_position(started.elapsed().as_millis() as u64);
             pb.set_message(recorder.progress());
@@ -290,7 +325,7 @@ fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -
         }
     }
     let meta = Meta {
-        target: session.target.describe(),
+        target: session.describe(),
         start_unix_ns: rec.start_unix_ns(),
         duration_ns: rec.recorded.as_nanos() as u64,
         frequency: collected.frequency,
@@ -376,7 +411,7 @@ fn process_age() -> Option<Duration> {
     now.checked_sub(started)
 }
 
-fn progress_bar(config: &RecordConfig, target: &TargetSpec) -> Option<ProgressBar> {
+fn progress_bar(config: &RecordConfig, target: &str) -> Option<ProgressBar> {
     if config.quiet || !std::io::stderr().is_terminal() {
         return None;
     }
@@ -393,7 +428,7 @@ fn progress_bar(config: &RecordConfig, target: &TargetSpec) -> Option<ProgressBa
     let style =
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(style);
-    pb.set_prefix(target.describe());
+    pb.set_prefix(target.to_string());
     pb.enable_steady_tick(Duration::from_millis(200));
     Some(pb)
 }

@@ -21,6 +21,7 @@ use super::unwind_sync::UnwindSync;
 use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
 use crate::config::{OffcpuStates, RecordConfig};
 use crate::probe::offcpu::{OffcpuConfig, OffcpuProbe, OffcpuStats, StateFilter};
+use crate::probe::targets::TargetMaps;
 use crate::profile::{units, Labels, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{UnwindMode, Unwinder, UserSnapshot};
@@ -65,6 +66,7 @@ impl<'obj> OffcpuPart<'obj> {
         let config = session.config;
         let probe_config = OffcpuConfig {
             filter: session.filter.clone(),
+            threads: session.threads.clone(),
             min_block: config.offcpu.min_block,
             states: match config.offcpu.states {
                 OffcpuStates::All => StateFilter::All,
@@ -147,7 +149,7 @@ impl<'obj> OffcpuPart<'obj> {
             // Even ids: the BPF program's hashes are odd.
             let id = SEEDED_IDS | ((n as u64) << 1);
             b.ids.insert(id, raw);
-            self.probe.seed(pid, tid, id, now)?;
+            self.probe.seed(t, id, now)?;
         }
         log::info!(
             "{} target threads were already off the CPU: counted from now",
@@ -177,6 +179,10 @@ impl<'obj> OffcpuPart<'obj> {
         self.probe.stats()
     }
 
+    pub fn target_maps(&self) -> TargetMaps<'_> {
+        self.probe.target_maps()
+    }
+
     /// Stops the probe and adds what was recorded to the stacks, each
     /// episode as `values(ns, count)`. Threads still off the CPU count up
     /// to now.
@@ -195,8 +201,18 @@ impl<'obj> OffcpuPart<'obj> {
         let (mut still_ns, mut still_threads) = (0u64, 0u64);
         let (mut left_state, mut left_short, mut left_short_n) =
             (stats.state_ns, stats.short_ns, stats.short);
+        let filtered_states = config.offcpu.states != OffcpuStates::All;
         for s in still.iter().filter(|s| s.since <= now) {
-            let away = now - s.since;
+            let mut away = now - s.since;
+            // As in the kernel: once woken, the wait for a CPU is another
+            // state.
+            if let Some(woken) = s
+                .woken
+                .filter(|&w| filtered_states && s.state != 0 && w <= now)
+            {
+                left_state = left_state.saturating_add(now - woken);
+                away = woken.saturating_sub(s.since);
+            }
             if s.stack_id == 0 {
                 left_state = left_state.saturating_add(away);
             } else if away < min_block {
@@ -317,6 +333,10 @@ impl Recorder for OffcpuRecorder<'_> {
         self.part.poll(until);
     }
 
+    fn target_maps(&self) -> Vec<TargetMaps<'_>> {
+        vec![self.part.target_maps()]
+    }
+
     fn progress(&self) -> String {
         let s = self.part.stats();
         format!("{} times off the CPU, {} lost", s.switches, s.lost())
@@ -341,7 +361,7 @@ impl Recorder for OffcpuRecorder<'_> {
             },
             when_empty: WhenEmpty::Error(format!(
                 "no thread of {} was off the CPU for {} or more in {:.1}s",
-                session.target.describe(),
+                session.describe(),
                 units::format(
                     units::NANOSECONDS,
                     session.config.offcpu.min_block.as_nanos() as u64

@@ -18,6 +18,7 @@ use libbpf_rs::OpenObject;
 use super::cpu::CpuPart;
 use super::offcpu::OffcpuPart;
 use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty};
+use crate::probe::targets::TargetMaps;
 use crate::profile::{units, ValueType};
 use crate::stacks::StackCollector;
 
@@ -52,6 +53,10 @@ impl Recorder for WallRecorder<'_> {
         // once each.
         self.cpu.poll(until);
         self.offcpu.poll(until);
+    }
+
+    fn target_maps(&self) -> Vec<TargetMaps<'_>> {
+        vec![self.cpu.target_maps(), self.offcpu.target_maps()]
     }
 
     fn progress(&self) -> String {
@@ -95,7 +100,7 @@ impl Recorder for WallRecorder<'_> {
             },
             when_empty: WhenEmpty::Error(format!(
                 "nothing was recorded from {} in {:.1}s",
-                session.target.describe(),
+                session.describe(),
                 rec.recorded.as_secs_f64()
             )),
         })

@@ -158,6 +158,7 @@ fn cgroup_id_matches_the_kernels() {
             pids: vec![pid],
             follow_children: false,
         },
+        threads: None,
         include_idle: false,
         frequency: 99,
         stack_copy_size: 0,

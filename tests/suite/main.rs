@@ -11,6 +11,7 @@ mod containers_util;
 mod convert;
 mod jit;
 mod memleak;
+mod offcpu;
 mod pprof_go;
 mod record_cli;
 mod record_cpu;

@@ -163,3 +163,50 @@ fn go_tool_pprof_reads_recorded_profile() {
         "re-symbolized:\n{traces}"
     );
 }
+
+/// An off-CPU profile in pprof: `go tool pprof -top` reads it as time
+/// (offcpu/nanoseconds) and lists the sleeping methods with their
+/// durations.
+#[test]
+fn go_tool_pprof_reads_off_cpu_time() {
+    require_root!();
+    let bin = build_c("slowreq.c", "slowreq", FP_FLAGS);
+    let mut target = Handshake::start(&bin, &["1"]);
+    let pid = target.pid();
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("offcpu.pb.gz");
+    let rec = Recording::start(&[
+        "--probe",
+        "offcpu",
+        "-p",
+        &pid,
+        "-d",
+        "60s",
+        "-o",
+        pb.to_str().unwrap(),
+    ]);
+    target.go();
+    rec.stop();
+    let top = go_pprof(&["-top", "-nodecount=100"], &pb);
+    assert!(top.contains("Type: offcpu"), "{top}");
+    // The cumulative time of each method, as pprof prints it (ms or s).
+    let cum_ms = |name: &str| -> f64 {
+        let line = top
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in -top output:\n{top}"));
+        let cum = line.split_whitespace().nth(3).unwrap();
+        match cum.strip_suffix("ms") {
+            Some(ms) => ms.parse().unwrap(),
+            None => cum.trim_end_matches('s').parse::<f64>().unwrap() * 1000.0,
+        }
+    };
+    for (method, ms) in [
+        ("fast_method", 100.0),
+        ("slow_method1", 1000.0),
+        ("slow_method2", 1500.0),
+    ] {
+        let got = cum_ms(method);
+        assert!((got / ms - 1.0).abs() < 0.05, "{method}: {got} ms\n{top}");
+    }
+}

@@ -305,6 +305,13 @@ impl Handshake {
         self.child.id().to_string()
     }
 
+    /// The next line the target prints.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+
     pub fn expect(&mut self, word: &str) {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
@@ -313,10 +320,15 @@ impl Handshake {
 
     /// Lets the target do its work and waits until it is done.
     pub fn go(&mut self) {
+        self.release();
+        self.expect("done");
+    }
+
+    /// Lets the target do its work (without waiting for it).
+    pub fn release(&mut self) {
         let stdin = self.stdin.as_mut().unwrap();
         stdin.write_all(b"go\n").unwrap();
         stdin.flush().unwrap();
-        self.expect("done");
     }
 }
 
