@@ -75,10 +75,7 @@ pub struct Pod {
 impl Pod {
     /// How the pod is shown: `namespace/name` for Kubernetes, else `name`.
     pub fn display_name(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{ns}/{}", self.name),
-            None => self.name.clone(),
-        }
+        crate::profile::pod_display_name(self.namespace.as_deref(), &self.name)
     }
 }
 
@@ -142,10 +139,10 @@ impl ContainerLabels {
     /// The pod as shown in a frame: `namespace/name`, or `name`.
     pub fn pod_display(&self) -> Option<String> {
         let pod = self.pod.as_ref()?;
-        Some(match &self.namespace {
-            Some(ns) => format!("{ns}/{pod}"),
-            None => pod.clone(),
-        })
+        Some(crate::profile::pod_display_name(
+            self.namespace.as_deref(),
+            pod,
+        ))
     }
 }
 
