@@ -13,7 +13,7 @@ use libbpf_rs::OpenObject;
 use super::{Collected, Recorder, Recording, Session, WhenEmpty, FINAL_DRAIN};
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample};
 use crate::probe::enable_bpf_stats;
-use crate::profile::{units, Labels, ValueType};
+use crate::profile::{units, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{Unwinder, UserSnapshot};
 
@@ -43,13 +43,10 @@ impl Collector {
             self.unwinder.unwind(&snap, &mut self.stacks.table)
         };
         let user = self.stacks.resolve_user(pid, &unwound.frames);
-        let labels = Labels {
-            pid: Some(pid),
-            tid: Some(s.tid()),
-            process: Some(s.process_name()),
-            thread: Some(s.thread_name()),
-            ..Labels::default()
-        };
+        let labels =
+            self.stacks
+                .table
+                .labels(pid, Some(s.tid()), s.process_name(), Some(s.thread_name()));
         self.stacks.add(
             RawStack {
                 labels,

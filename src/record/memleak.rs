@@ -67,11 +67,10 @@ impl StackBook {
         } else {
             self.stacks.resolve_user(pid, &addrs)
         };
-        let labels = Labels {
-            pid: Some(pid),
-            process: Some(rec.process_name()),
-            ..Labels::default()
-        };
+        let labels = self
+            .stacks
+            .table
+            .labels(pid, None, rec.process_name(), None);
         self.resolved.insert(
             rec.stack_id(),
             RawStack {
