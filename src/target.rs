@@ -36,13 +36,38 @@ pub enum Filter {
         pids: Vec<u32>,
         follow_children: bool,
     },
+    /// Tasks in these cgroup v2 or below them (containers).
+    Cgroups(Vec<CgroupTarget>),
 }
 
+/// A cgroup of the unified (v2) hierarchy whose tasks, and those of the
+/// cgroups below it, are targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupTarget {
+    /// Its id, as `bpf_get_current_cgroup_id()` returns it.
+    pub id: u64,
+    /// Its depth (the root is 0).
+    pub level: u32,
+}
+
+/// Most distinct cgroup depths a [`Filter::Cgroups`] may have (the BPF
+/// filter checks one ancestor per depth).
+pub const MAX_CGROUP_LEVELS: usize = 4;
+
 impl Filter {
-    /// The processes named at the start (none for the whole machine).
+    /// The distinct depths of `cgroups`, ascending.
+    pub fn levels(cgroups: &[CgroupTarget]) -> Vec<u32> {
+        let mut levels: Vec<u32> = cgroups.iter().map(|c| c.level).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        levels
+    }
+
+    /// The processes named at the start (none for the whole machine or
+    /// cgroups).
     pub fn pids(&self) -> &[u32] {
         match self {
-            Filter::All => &[],
+            Filter::All | Filter::Cgroups(_) => &[],
             Filter::Pids { pids, .. } => pids,
         }
     }

@@ -177,7 +177,11 @@ impl<'obj> CpuProbe<'obj> {
         let skel = load_reporting("cpu", || open.load()).map_err(ProbeError::load)?;
 
         let p = &skel.progs;
-        let mut links = targets::start(&skel.maps.targets, &p.on_fork, &p.on_exit, &config.filter)?;
+        let maps = targets::TargetMaps {
+            targets: &skel.maps.targets,
+            cgroups: &skel.maps.target_cgroups,
+        };
+        let mut links = targets::start(maps, &p.on_fork, &p.on_exit, &config.filter)?;
         let cpus = perf::online_cpus().map_err(|e| ProbeError::attach("online CPUs", &e))?;
         for cpu in cpus {
             let fd = perf::open_cpu_clock(cpu, config.frequency)
@@ -225,6 +229,13 @@ impl<'obj> CpuProbe<'obj> {
         let rc =
             unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
         (rc == 0).then_some((info.run_cnt, info.run_time_ns))
+    }
+
+    /// Adds a process that user space found to belong to the targets (a
+    /// new process in a container followed by pid) to the filter's
+    /// `targets` map; nothing changes for filters that are not by pid.
+    pub fn add_target(&self, pid: u32) -> Result<(), ProbeError> {
+        targets::add_target(&self.skel.maps.targets, pid)
     }
 
     /// The program's counters, summed over CPUs.

@@ -233,7 +233,11 @@ impl<'obj> MemleakProbe<'obj> {
                 .map_err(|e| ProbeError::attach("sample table", &e))?;
         }
         let p = &skel.progs;
-        let mut links = targets::start(&skel.maps.targets, &p.on_fork, &p.on_exit, &config.filter)?;
+        let maps = targets::TargetMaps {
+            targets: &skel.maps.targets,
+            cgroups: &skel.maps.target_cgroups,
+        };
+        let mut links = targets::start(maps, &p.on_fork, &p.on_exit, &config.filter)?;
         if !user {
             ensure_tracefs();
             let p = &skel.progs;
@@ -396,6 +400,13 @@ impl<'obj> MemleakProbe<'obj> {
     /// maps stay readable.
     pub fn detach(&mut self) {
         self.links.clear();
+    }
+
+    /// Adds a process that user space found to belong to the targets (a
+    /// new process in a container followed by pid) to the filter's
+    /// `targets` map; nothing changes for filters that are not by pid.
+    pub fn add_target(&self, pid: u32) -> Result<(), ProbeError> {
+        targets::add_target(&self.skel.maps.targets, pid)
     }
 
     /// The program's counters, summed over CPUs.

@@ -1,12 +1,12 @@
 //! The target filter on the BPF side (bpf/targets.h), the same for every
-//! probe: its per-run settings, the `targets` map, and the tracepoints that
-//! follow new processes and forget exited ones.
+//! probe: its per-run settings, the `targets` and `target_cgroups` maps,
+//! and the tracepoints that follow new processes and forget exited ones.
 
 use libbpf_rs::{Link, MapCore, MapFlags, ProgramMut};
 
 use super::profile_skel::types::filter_mode;
 use super::setup::ProbeError;
-use crate::target::Filter;
+use crate::target::{Filter, MAX_CGROUP_LEVELS};
 
 /// The `const volatile` settings of bpf/targets.h for a filter.
 pub(crate) struct FilterSettings {
@@ -14,20 +14,39 @@ pub(crate) struct FilterSettings {
     pub follow_children: bool,
     /// flameprobe's own process, never recorded.
     pub self_tgid: u32,
+    /// The distinct depths of the target cgroups (`cgroup_levels`), the
+    /// first `cgroup_level_count` entries used.
+    pub cgroup_levels: [u32; MAX_CGROUP_LEVELS],
+    pub cgroup_level_count: u32,
 }
 
 impl FilterSettings {
     pub fn of(filter: &Filter) -> Self {
+        let mut cgroup_levels = [0; MAX_CGROUP_LEVELS];
+        let mut cgroup_level_count = 0;
+        if let Filter::Cgroups(cgroups) = filter {
+            for (slot, level) in cgroup_levels.iter_mut().zip(Filter::levels(cgroups)) {
+                *slot = level;
+                cgroup_level_count += 1;
+            }
+        }
         FilterSettings {
             mode: match filter {
                 Filter::All => filter_mode::FILTER_ALL.0,
                 Filter::Pids { .. } => filter_mode::FILTER_PIDS.0,
+                Filter::Cgroups(_) => filter_mode::FILTER_CGROUPS.0,
             },
             follow_children: filter.follows_children(),
             self_tgid: std::process::id(),
+            cgroup_levels,
+            cgroup_level_count,
         }
     }
 }
+
+// The user-space limit is the one the BPF filter was built with.
+const _: () =
+    assert!(super::profile_skel::types::limits::MAX_CGROUP_LEVELS.0 as usize == MAX_CGROUP_LEVELS);
 
 /// Sets a skeleton's target-filter rodata (every skeleton has its own
 /// generated rodata type, with the same fields from bpf/targets.h).
@@ -37,26 +56,42 @@ macro_rules! set_filter_rodata {
         $rodata.filter_mode = f.mode;
         $rodata.follow_children = f.follow_children;
         $rodata.self_tgid = f.self_tgid;
+        $rodata.cgroup_levels = f.cgroup_levels;
+        $rodata.cgroup_level_count = f.cgroup_level_count;
     }};
 }
 pub(crate) use set_filter_rodata;
 
-/// Whether the fork/exit tracking programs are needed (they are not
-/// loaded for the whole machine).
+/// Whether the fork/exit tracking programs are needed (only to keep the
+/// `targets` map of processes).
 pub(crate) fn needs_tracking(filter: &Filter) -> bool {
-    !matches!(filter, Filter::All)
+    matches!(filter, Filter::Pids { .. })
 }
 
-/// After loading: puts the named processes into the `targets` map and
-/// attaches the tracking tracepoints. The links detach on drop.
+/// A program's target-filter maps.
+pub(crate) struct TargetMaps<'a> {
+    pub targets: &'a dyn MapCore,
+    pub cgroups: &'a dyn MapCore,
+}
+
+/// After loading: puts the named processes into the `targets` map and the
+/// cgroups into `target_cgroups`, and attaches the tracking tracepoints.
+/// The links detach on drop.
 pub(crate) fn start(
-    targets: &dyn MapCore,
+    maps: TargetMaps<'_>,
     on_fork: &ProgramMut<'_>,
     on_exit: &ProgramMut<'_>,
     filter: &Filter,
 ) -> Result<Vec<Link>, ProbeError> {
     for &pid in filter.pids() {
-        add_target(targets, pid)?;
+        add_target(maps.targets, pid)?;
+    }
+    if let Filter::Cgroups(cgroups) = filter {
+        for c in cgroups {
+            maps.cgroups
+                .update(&c.id.to_ne_bytes(), &[1u8], MapFlags::ANY)
+                .map_err(|e| ProbeError::attach("target cgroup map", e))?;
+        }
     }
     if !needs_tracking(filter) {
         return Ok(Vec::new());
