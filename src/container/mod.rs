@@ -428,7 +428,8 @@ pub enum ResolveError {
         spec: String,
         running: Vec<Container>,
     },
-    /// An id prefix that more than one running container starts with.
+    /// An id prefix that more than one running container starts with, or
+    /// a name more than one has.
     Ambiguous {
         spec: String,
         matches: Vec<Container>,
@@ -460,10 +461,15 @@ impl fmt::Display for ResolveError {
                 }
             }
             ResolveError::Ambiguous { spec, matches } => {
+                // Names are unique per runtime, but the short ids that name
+                // containers no runtime knows can be shared.
+                let by_name = matches.iter().all(|c| c.name == *spec);
                 writeln!(
                     f,
-                    "container id prefix `{spec}` matches {} containers; give more of the id, or the name:",
-                    matches.len()
+                    "container {} `{spec}` matches {} containers; give more of the id{}:",
+                    if by_name { "name" } else { "id prefix" },
+                    matches.len(),
+                    if by_name { "" } else { ", or the name" }
                 )?;
                 write_table(f, matches)
             }
@@ -526,8 +532,16 @@ pub fn resolve_in(specs: &[String], running: &[Container]) -> Result<Vec<Contain
 
 fn resolve_one<'a>(spec: &str, running: &'a [Container]) -> Result<&'a Container, ResolveError> {
     // A name wins over an id prefix (as in podman and docker).
-    if let Some(c) = running.iter().find(|c| c.name == spec) {
-        return Ok(c);
+    let named: Vec<&Container> = running.iter().filter(|c| c.name == spec).collect();
+    match named[..] {
+        [] => {}
+        [one] => return Ok(one),
+        _ => {
+            return Err(ResolveError::Ambiguous {
+                spec: spec.to_string(),
+                matches: named.into_iter().cloned().collect(),
+            })
+        }
     }
     let lower = spec.to_ascii_lowercase();
     let is_hex = lower.bytes().all(|b| b.is_ascii_hexdigit());
@@ -662,6 +676,28 @@ mod tests {
             "{msg}"
         );
         assert!(resolve_in(&["web,".to_string()], &all).is_err());
+
+        // Containers no runtime knows are named by their short ids, which
+        // two of them can share: that name is ambiguous too.
+        let mut twins = all.clone();
+        for (c, tail) in twins.iter_mut().zip(["1", "2", "3"]) {
+            c.name = "fee100000ac5".into();
+            c.id = format!("fee100000ac5{}{tail}", "0".repeat(51));
+        }
+        let err = resolve_in(&["fee100000ac5".to_string()], &twins[..2]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ResolveError::Ambiguous { ref matches, .. } if matches.len() == 2),
+            "{msg}"
+        );
+        assert!(
+            msg.starts_with("container name `fee100000ac5` matches 2"),
+            "{msg}"
+        );
+        assert_eq!(
+            resolve_in(&[twins[2].id.clone()], &twins).unwrap()[0].id,
+            twins[2].id
+        );
     }
 
     fn fixtures() -> PathBuf {
