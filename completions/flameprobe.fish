@@ -34,6 +34,7 @@ complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" 
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s p -l pid -d 'Profile these processes (all their threads); repeat or comma-separate' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l container -d 'Profile every process in these containers, also those started in them later: a name, a full id or a unique id prefix (4+ hex digits); repeat or comma-separate' -r -f
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m [default: 10s; with a command: until it exits]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F

@@ -15,6 +15,9 @@
 //!   (`None` for host processes). The cache holds one lookup per container
 //!   id; the caller keeps the labels per pid from first sight, so a process
 //!   that has exited (its cgroup unreadable) keeps them.
+//! - [`members::ContainerWatch`] follows the recorded containers during the
+//!   recording: the processes that join them (for probes attached per
+//!   process, and the pid fallback) and the containers that stop.
 //! - [`list`] is every running container flameprobe can see.
 //!
 //! The container id comes from `/proc/PID/cgroup` ([`cgroup`]); names come
@@ -30,6 +33,7 @@ pub mod cgroup;
 pub mod containerd;
 pub mod crio;
 pub mod docker;
+pub mod members;
 mod oci;
 pub mod podman;
 pub mod storage;
@@ -368,9 +372,38 @@ pub fn list() -> Vec<Container> {
 
 /// [`list`], resolving names with `cache`.
 pub fn list_with(cache: &mut ContainerCache) -> Vec<Container> {
+    let mount = cgroup::unified_mount().ok();
+    let mut out: Vec<Container> = processes_by_container()
+        .into_iter()
+        .filter_map(|(_, (parsed, pids))| {
+            let found = parsed.container.clone()?;
+            let meta = cache.resolve_id(&found);
+            let v2 = parsed.container_cgroup_v2();
+            let cgroup_id = v2
+                .zip(mount.as_deref())
+                .and_then(|(path, m)| cgroup::cgroup_id(m, path).ok());
+            Some(Container {
+                cgroup_path: found.path.clone(),
+                id: found.id,
+                name: meta.name.clone(),
+                runtime: meta.runtime,
+                pod: meta.pod.clone(),
+                cgroup_id,
+                pids,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// Every process in a container now, by container id (from each
+/// `/proc/PID/cgroup`), with the cgroups of the first process seen in it;
+/// pids ascending.
+pub(crate) fn processes_by_container() -> BTreeMap<String, (cgroup::ProcCgroup, Vec<u32>)> {
     let mut by_id: BTreeMap<String, (cgroup::ProcCgroup, Vec<u32>)> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return by_id;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -394,30 +427,10 @@ pub fn list_with(cache: &mut ContainerCache) -> Vec<Container> {
             .1
             .push(pid);
     }
-    let mount = cgroup::unified_mount().ok();
-    let mut out: Vec<Container> = by_id
-        .into_iter()
-        .filter_map(|(_, (parsed, mut pids))| {
-            let found = parsed.container.clone()?;
-            let meta = cache.resolve_id(&found);
-            let v2 = parsed.container_cgroup_v2();
-            let cgroup_id = v2
-                .zip(mount.as_deref())
-                .and_then(|(path, m)| cgroup::cgroup_id(m, path).ok());
-            pids.sort_unstable();
-            Some(Container {
-                cgroup_path: found.path.clone(),
-                id: found.id,
-                name: meta.name.clone(),
-                runtime: meta.runtime,
-                pod: meta.pod.clone(),
-                cgroup_id,
-                pids,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    out
+    for (_, pids) in by_id.values_mut() {
+        pids.sort_unstable();
+    }
+    by_id
 }
 
 /// Why `--container` specs did not resolve.

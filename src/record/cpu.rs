@@ -15,6 +15,7 @@ use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample};
 use crate::probe::enable_bpf_stats;
 use crate::profile::{units, ValueType};
 use crate::stacks::{RawStack, StackCollector};
+use crate::target::Filter;
 use crate::unwind::{Unwinder, UserSnapshot};
 
 /// Turns samples into raw stacks as they arrive.
@@ -67,6 +68,9 @@ struct CpuRecorder<'obj> {
     target: String,
     /// Keeps the kernel's BPF run-time statistics on (--bpf-stats).
     stats_guard: Option<OwnedFd>,
+    /// The filter follows pids: processes found to join the targets are
+    /// added to it.
+    by_pid: bool,
 }
 
 /// Attaches the sampler for the session's targets.
@@ -107,6 +111,7 @@ pub(super) fn attach<'obj>(
         frequency: config.frequency,
         target: config.target.describe(),
         stats_guard,
+        by_pid: matches!(session.filter, Filter::Pids { .. }),
     }))
 }
 
@@ -118,6 +123,17 @@ impl Recorder for CpuRecorder<'_> {
     fn progress(&self) -> String {
         let stats = self.probe.stats();
         format!("{} samples, {} lost", stats.samples, stats.lost)
+    }
+
+    fn add_processes(&mut self, pids: &[u32]) {
+        if !self.by_pid {
+            return;
+        }
+        for &pid in pids {
+            if let Err(e) = self.probe.add_target(pid) {
+                log::warn!("pid {pid} is not recorded: {e}");
+            }
+        }
     }
 
     fn finish(mut self: Box<Self>, rec: &Recording) -> Result<Collected> {

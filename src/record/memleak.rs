@@ -26,7 +26,7 @@ use crate::probe::memleak::{
 use crate::process::{FileKey, ProcessTable};
 use crate::profile::{units, Labels, ValueType};
 use crate::stacks::{RawStack, StackCollector};
-use crate::target::TargetSpec;
+use crate::target::{Filter, TargetSpec};
 use crate::unwind::table::CfiTables;
 use crate::unwind::{MAX_CAPTURED_FRAMES, MIN_CODE_ADDR};
 
@@ -91,6 +91,9 @@ struct MemleakRecorder<'obj> {
     options: MemleakOptions,
     /// What is recorded, for messages.
     target: String,
+    /// The filter follows pids: processes found to join the targets are
+    /// added to it.
+    by_pid: bool,
 }
 
 /// Attaches the allocator probes (or the kmem tracepoints) for the
@@ -133,6 +136,13 @@ pub(super) fn attach<'obj>(
                     unwind.pids.push(pid);
                 }
             }
+            (TargetSpec::Containers(_), _) => {
+                let pids = session.containers.as_ref().map(|w| w.pids());
+                for pid in pids.unwrap_or_default() {
+                    let mut b = book.borrow_mut();
+                    attach_member(&mut probe, &mut b.stacks.table, &mut unwind, pid);
+                }
+            }
             (TargetSpec::Command(argv), Some(command)) => {
                 attach_command(&mut probe, &argv[0])?;
                 // Its tables are loaded when it reaches its entry point,
@@ -140,7 +150,7 @@ pub(super) fn attach<'obj>(
                 stop_at_entry(&mut probe, &argv[0]);
                 unwind.pids.push(command.pid());
             }
-            _ => bail!("--probe memleak needs --pid or a command"),
+            _ => bail!("--probe memleak needs --pid, --container or a command"),
         }
     }
     Ok(Box::new(MemleakRecorder {
@@ -150,6 +160,7 @@ pub(super) fn attach<'obj>(
         kernel,
         options: config.memleak,
         target: config.target.describe(),
+        by_pid: matches!(session.filter, Filter::Pids { .. }),
     }))
 }
 
@@ -161,6 +172,21 @@ impl Recorder for MemleakRecorder<'_> {
         for pid in std::mem::take(&mut b.stopped) {
             self.unwind.sync(&self.probe, &mut b.stacks.table, pid);
             resume(pid);
+        }
+    }
+
+    fn add_processes(&mut self, pids: &[u32]) {
+        let mut b = self.book.borrow_mut();
+        for &pid in pids {
+            if self.by_pid {
+                if let Err(e) = self.probe.add_target(pid) {
+                    log::warn!("pid {pid} is not recorded: {e}");
+                    continue;
+                }
+            }
+            if !self.kernel {
+                attach_member(&mut self.probe, &mut b.stacks.table, &mut self.unwind, pid);
+            }
         }
     }
 
@@ -399,6 +425,23 @@ fn monotonic_ns() -> u64 {
         Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
         Err(_) => u64::MAX,
     }
+}
+
+/// Probes a process of a recorded container: its allocators, and its
+/// unwind tables from then on. A process whose allocator cannot be probed
+/// is left out with a warning (the container's other processes are not).
+fn attach_member(
+    probe: &mut MemleakProbe<'_>,
+    table: &mut ProcessTable,
+    unwind: &mut UnwindSync,
+    pid: u32,
+) {
+    if let Err(e) = attach_process(probe, table, pid) {
+        log::warn!("{e:#}; its allocations are not recorded");
+        return;
+    }
+    unwind.sync(probe, table, pid);
+    unwind.pids.push(pid);
 }
 
 /// Probes the allocators a running process has mapped: libc, jemalloc,

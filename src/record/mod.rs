@@ -1,10 +1,12 @@
 //! `flameprobe record`: the orchestrator, the same for every probe.
 //!
 //! ```text
-//! prepare   target, output path, BPF support, signals, command held before exec
+//! prepare   target (containers resolved), output path, BPF support,
+//!           signals, command held before exec
 //! attach    the probe kind's Recorder (record/<kind>.rs over probe/<kind>.rs)
 //! record    poll the recorder until the duration ends, a signal or the
-//!           targets' exit; every poll ends at a deadline
+//!           targets' exit; every poll ends at a deadline; processes that
+//!           join the recorded containers are handed to the recorder
 //! finish    the recorder stops its probe and hands over raw stacks with
 //!           their values; symbolize -> Profile -> output, summary, quality,
 //!           --report
@@ -21,6 +23,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use libbpf_rs::OpenObject;
 
 use crate::config::{ProbeKind, RecordConfig};
+use crate::container::members::ContainerWatch;
+use crate::container::{self, Container};
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::check_bpf_support;
 use crate::profile::{FrameNameOptions, Meta, Profile, ValueType};
@@ -45,6 +49,10 @@ pub(crate) trait Recorder {
     fn poll(&mut self, until: Instant);
     /// The progress line's counters, e.g. "1234 samples, 0 lost".
     fn progress(&self) -> String;
+    /// Processes that joined the recorded containers since the last poll
+    /// (found in user space; the in-kernel filter covers them already
+    /// unless it follows pids).
+    fn add_processes(&mut self, pids: &[u32]);
     /// Stops the probe and hands over what was collected.
     fn finish(self: Box<Self>, rec: &Recording) -> Result<Collected>;
 }
@@ -96,6 +104,8 @@ pub(crate) struct Recording {
     pub stopped_at: Instant,
     /// The launched command's pid and exit status (None: still running).
     pub command: Option<(u32, Option<i32>)>,
+    /// Recorded containers that stopped, and how far into the recording.
+    pub containers_stopped: Vec<(String, Duration)>,
 }
 
 impl Recording {
@@ -113,6 +123,12 @@ impl Recording {
             return;
         }
         let secs = self.recorded.as_secs_f64();
+        for (name, after) in &self.containers_stopped {
+            eprintln!(
+                "flameprobe: container {name} stopped {:.1}s into the recording",
+                after.as_secs_f64()
+            );
+        }
         match (self.reason, self.command) {
             (StopReason::Signal, _) => {
                 eprintln!("flameprobe: interrupted, writing what was recorded")
@@ -120,6 +136,8 @@ impl Recording {
             (StopReason::TargetsExited, Some((_, Some(code)))) if code != 0 => {
                 eprintln!("flameprobe: the command exited with status {code} after {secs:.1}s")
             }
+            // Each container's stop was told above.
+            (StopReason::TargetsExited, _) if !self.containers_stopped.is_empty() => {}
             (StopReason::TargetsExited, _) => eprintln!(
                 "flameprobe: {} exited after {secs:.1}s",
                 exit_subject(&config.target)
@@ -139,6 +157,8 @@ pub(crate) struct Session<'c> {
     pub filter: Filter,
     /// The launched command, held before exec until the probe is attached.
     pub command: Option<LaunchedCommand>,
+    /// The recorded containers' processes.
+    pub containers: Option<ContainerWatch>,
 }
 
 /// Runs a recording and writes its output.
@@ -182,8 +202,15 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         )?),
         _ => None,
     };
+    let containers = match &config.target {
+        TargetSpec::Containers(specs) => Some(container::resolve(specs)?),
+        _ => None,
+    };
     let filter = match (&config.target, &command) {
         (TargetSpec::System, _) => Filter::All,
+        (TargetSpec::Containers(_), _) => {
+            container_filter(containers.as_deref().unwrap_or_default())
+        }
         (TargetSpec::Pids(p), _) => Filter::Pids {
             pids: p.clone(),
             follow_children: false,
@@ -198,7 +225,29 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         config,
         filter,
         command,
+        containers: containers.as_deref().map(ContainerWatch::new),
     })
+}
+
+/// The filter for the recorded containers, saying with -v what was
+/// found and when the pid fallback is used.
+fn container_filter(containers: &[Container]) -> Filter {
+    for c in containers {
+        log::info!(
+            "container {} ({}, {}): cgroup {}, {} processes",
+            c.name,
+            c.short_id(),
+            c.runtime
+                .map_or("unknown runtime".into(), |r| r.to_string()),
+            c.cgroup_path,
+            c.pids.len()
+        );
+    }
+    let (filter, fallback) = Filter::of_containers(containers);
+    if let Some(why) = fallback {
+        log::info!("{why}");
+    }
+    filter
 }
 
 /// Polls the recorder until the duration ends, a stop signal arrives or
@@ -208,7 +257,17 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
     let start_wall = SystemTime::now();
     let started = Instant::now();
     let progress = progress_bar(config);
+    let mut containers_stopped = Vec::new();
     let reason = loop {
+        if let Some(watch) = session.containers.as_mut() {
+            let changes = watch.update();
+            let after = started.elapsed();
+            containers_stopped.extend(changes.stopped.into_iter().map(|name| (name, after)));
+            if !changes.joined.is_empty() {
+                log::info!("processes joined the containers: {:?}", changes.joined);
+                recorder.add_processes(&changes.joined);
+            }
+        }
         let elapsed = started.elapsed();
         if signals::stop_requested() {
             break StopReason::Signal;
@@ -216,7 +275,7 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
         if config.duration.is_some_and(|d| elapsed >= d) {
             break StopReason::Duration;
         }
-        if targets_gone(&config.target, session.command.as_mut()) {
+        if targets_gone(session) {
             break StopReason::TargetsExited;
         }
         let mut until = Instant::now() + POLL_SLICE;
@@ -239,6 +298,7 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
         recorded,
         stopped_at: Instant::now(),
         command: session.command.as_mut().map(|c| (c.pid(), c.try_wait())),
+        containers_stopped,
     }
 }
 
@@ -328,8 +388,13 @@ fn exit_subject(target: &TargetSpec) -> &'static str {
     }
 }
 
-fn targets_gone(target: &TargetSpec, command: Option<&mut LaunchedCommand>) -> bool {
-    match (target, command) {
+/// Whether every target has gone: the command exited, the processes
+/// exited, the containers stopped.
+fn targets_gone(session: &mut Session<'_>) -> bool {
+    if let Some(watch) = &session.containers {
+        return watch.all_stopped();
+    }
+    match (&session.config.target, session.command.as_mut()) {
         (_, Some(cmd)) => cmd.try_wait().is_some(),
         (TargetSpec::Pids(pids), None) => !pids.iter().any(|&p| crate::proc::process_alive(p)),
         _ => false,
