@@ -11,6 +11,7 @@ mod containers_util;
 mod convert;
 mod memleak;
 mod pprof_go;
+mod record_containers;
 mod record_cpu;
 mod record_dwarf;
 mod report;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::util::*;
 
-const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"];
+pub(crate) const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"];
 /// Built like most distribution binaries: no frame pointers.
 const NOFP_FLAGS: &[&str] = &["-O2", "-g", "-fomit-frame-pointer", "-pthread"];
 
@@ -35,7 +35,7 @@ fn normalize(s: &str) -> String {
 }
 
 /// A target speaking the ready / go / done protocol on stdin and stdout.
-struct Handshake {
+pub(crate) struct Handshake {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
@@ -43,12 +43,19 @@ struct Handshake {
 
 impl Handshake {
     fn start(bin: &Path, args: &[&str]) -> Handshake {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Handshake::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a target, or a command that runs one, such as
+    /// `podman run -i`) and waits for its "ready".
+    pub(crate) fn spawn(mut cmd: Command) -> Handshake {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut t = Handshake {
@@ -71,7 +78,7 @@ impl Handshake {
     }
 
     /// Lets the target do its work and waits until it is done.
-    fn go(&mut self) {
+    pub(crate) fn go(&mut self) {
         let stdin = self.stdin.as_mut().unwrap();
         stdin.write_all(b"go\n").unwrap();
         stdin.flush().unwrap();
@@ -102,13 +109,13 @@ fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitSt
 
 /// flameprobe running in the background; `start` returns once its probes
 /// are attached (it says so on stderr with -v).
-struct Recording {
+pub(crate) struct Recording {
     child: Child,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Recording {
-    fn start(args: &[&str]) -> Recording {
+    pub(crate) fn start(args: &[&str]) -> Recording {
         let mut child = flameprobe()
             .arg("record")
             .arg("-v")
@@ -139,14 +146,14 @@ impl Recording {
     }
 
     /// Stops the recording with SIGINT and returns (stdout, stderr).
-    fn stop(self) -> (String, String) {
+    pub(crate) fn stop(self) -> (String, String) {
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.finish()
     }
 
     /// Waits for the recording to end by itself; returns (stdout, stderr).
-    fn finish(mut self) -> (String, String) {
+    pub(crate) fn finish(mut self) -> (String, String) {
         let mut stdout = String::new();
         use std::io::Read;
         self.child
@@ -181,7 +188,7 @@ fn summary_count(stderr: &str, chain: &str) -> u64 {
         .sum()
 }
 
-fn assert_exact_leaks(folded: &BTreeMap<String, u64>, stderr: &str) {
+pub(crate) fn assert_exact_leaks(folded: &BTreeMap<String, u64>, stderr: &str) {
     let mut normalized = BTreeMap::new();
     for (k, v) in folded {
         *normalized.entry(normalize(k)).or_insert(0) += v;

@@ -14,7 +14,7 @@ use crate::util::*;
 
 const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
 
-fn go_pprof(args: &[&str], file: &Path) -> String {
+pub(crate) fn go_pprof(args: &[&str], file: &Path) -> String {
     let home = tempfile::tempdir().unwrap();
     let out = Command::new("go")
         .args(["tool", "pprof"])

@@ -8,7 +8,10 @@ use crate::util::*;
 
 const FP_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
 
-fn assert_ratio_and_chains(folded: &std::collections::BTreeMap<String, u64>, min_complete: f64) {
+pub(crate) fn assert_ratio_and_chains(
+    folded: &std::collections::BTreeMap<String, u64>,
+    min_complete: f64,
+) {
     let a = leaf_weight(folded, "hot_a") as f64;
     let b = leaf_weight(folded, "hot_b") as f64;
     assert!(a + b > 100.0, "too few samples: {folded:?}");
