@@ -26,6 +26,8 @@ enum limits {
 	/* Lowest address user code can live at (mmap_min_addr >= 4 KiB):
 	 * a smaller "return address" ends a stack. */
 	MIN_CODE_ADDR = 0x1000,
+	/* Distinct cgroup levels the cgroup filter checks (targets.h). */
+	MAX_CGROUP_LEVELS = 4,
 };
 
 #define PF_KTHREAD 0x00200000 /* task->flags: a kernel thread */
@@ -42,6 +44,7 @@ enum record_kind {
 enum filter_mode {
 	FILTER_ALL = 0,      /* every task (whole machine) */
 	FILTER_PIDS = 1,     /* tgid in the `targets` map */
+	FILTER_CGROUPS = 2,  /* cgroup v2 ancestor in the `target_cgroups` map */
 };
 
 /* sample_hdr.flags */

@@ -208,7 +208,7 @@ int blocked_now(struct bpf_iter__task *ctx)
 	if (!task)
 		return 0;
 	__u32 tid = task->pid, tgid = task->tgid;
-	if (!tid || !is_target_thread(tgid, tid))
+	if (!tid || !is_target_task_thread(task))
 		return 0;
 	unsigned int state = BPF_CORE_READ(task, __state);
 	if (state == 0 || !state_wanted(state))

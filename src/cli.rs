@@ -76,6 +76,7 @@ Examples:
   sudo flameprobe record -d 10s -o system.svg          (whole machine)
   sudo flameprobe record -o - -- ./my-benchmark --quick | grep main
   sudo flameprobe record -p 1234 -d 30s -o app.pb.gz --report   (pprof + table)
+  sudo flameprobe record --container web -d 30s -o web.svg
   sudo flameprobe record --probe memleak -p 1234 -d 30s -o leak.svg
   sudo flameprobe record --probe kmemleak -d 30s -o kernel-leak.svg
 Exit codes: 0 success, 1 error, 2 usage error.")]
@@ -96,6 +97,17 @@ pub struct RecordArgs {
     /// (also threads started or renamed during the recording).
     #[arg(long = "thread", value_name = "REGEX")]
     pub thread: Option<String>,
+    /// Profile every process in these containers, also those started in
+    /// them later: a name, a full id or a unique id prefix (4+ hex digits);
+    /// repeat or comma-separate.
+    #[arg(
+        long = "container",
+        value_name = "NAME|ID[,...]",
+        value_delimiter = ',',
+        value_hint = clap::ValueHint::Other,
+        conflicts_with_all = ["pids", "all"]
+    )]
+    pub containers: Vec<String>,
     /// Profile the whole machine (the default when no target is given).
     #[arg(short, long, conflicts_with = "pids")]
     pub all: bool,
@@ -370,12 +382,19 @@ impl RecordArgs {
             })
         };
         // --tid alone: the processes of those threads.
-        if self.pids.is_empty() && !self.all && self.command.is_empty() {
+        if self.pids.is_empty()
+            && !self.all
+            && self.command.is_empty()
+            && self.containers.is_empty()
+        {
             self.pids = self.tids.clone();
         }
         let target = if !self.command.is_empty() {
-            if self.all || !self.pids.is_empty() {
-                return Err("a command (after --) cannot be combined with --pid or --all".into());
+            if self.all || !self.pids.is_empty() || !self.containers.is_empty() {
+                return Err(
+                    "a command (after --) cannot be combined with --pid, --container or --all"
+                        .into(),
+                );
             }
             TargetSpec::Command(self.command)
         } else if !self.pids.is_empty() {
@@ -386,13 +405,21 @@ impl RecordArgs {
                 }
             }
             TargetSpec::Pids(pids)
+        } else if !self.containers.is_empty() {
+            if let Some(empty) = self.containers.iter().find(|c| c.trim().is_empty()) {
+                return Err(format!(
+                    "--container '{empty}': give a container name, id or id prefix \
+                     (e.g. --container web)"
+                ));
+            }
+            TargetSpec::Containers(self.containers)
         } else {
             TargetSpec::System
         };
         if self.probe == ProbeKind::Memleak && target == TargetSpec::System {
             return Err(
                 "--probe memleak traces user-space allocators per process: give \
-                        --pid PID or a command after --"
+                        --pid PID, --container NAME or a command after --"
                     .into(),
             );
         }
@@ -482,6 +509,23 @@ mod tests {
     fn pids_repeat_and_comma_separate() {
         let c = record(&["-p", "1,2", "--pid", "3,1"]).unwrap();
         assert_eq!(c.target, TargetSpec::Pids(vec![1, 2, 3]), "once each");
+    }
+
+    #[test]
+    fn containers_repeat_and_comma_separate() {
+        let c = record(&["--container", "web,8dfa34", "--container", "db"]).unwrap();
+        assert_eq!(
+            c.target,
+            TargetSpec::Containers(vec!["web".into(), "8dfa34".into(), "db".into()])
+        );
+        let c = record(&["--probe", "memleak", "--container", "web"]).unwrap();
+        assert_eq!(c.target, TargetSpec::Containers(vec!["web".into()]));
+        assert!(record(&["--container", "web", "-p", "1"]).is_err());
+        assert!(record(&["--container", "web", "-a"]).is_err());
+        let err = record(&["--container", "web", "--", "ls"]).unwrap_err();
+        assert!(err.contains("--container"), "{err}");
+        let err = record(&["--container", "web,"]).unwrap_err();
+        assert!(err.contains("container name"), "{err}");
     }
 
     #[test]

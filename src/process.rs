@@ -1,5 +1,6 @@
 //! Snapshots of the processes seen during a recording: their memory maps and
-//! open handles on every mapped binary.
+//! open handles on every mapped binary, and who they are (the labels their
+//! stacks carry).
 //!
 //! A process is snapshotted the first time one of its samples arrives, and
 //! its binaries are opened then (through `/proc/PID/map_files` or
@@ -8,13 +9,21 @@
 //! exits during the recording still unwinds and symbolizes. Binaries are
 //! shared between processes by (device, inode): each file is opened and
 //! parsed once per run.
+//!
+//! The container a process runs in is looked up at that first sight too
+//! (one runtime lookup per container id, [`ContainerCache`]) and kept for
+//! the rest of the recording, also once the process is gone;
+//! [`ProcessTable::labels`] is the one place that builds a stack's
+//! [`Labels`].
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::container::{ContainerCache, ContainerLabels};
 use crate::proc::{self, MapEntry};
+use crate::profile::Labels;
 
 /// Identifies a binary on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +108,9 @@ pub struct ProcessInfo {
     pub unavailable: bool,
     /// Distinct for every snapshot taken (changes when maps are re-read).
     pub version: u64,
+    /// The container the process ran in when first seen (`None`: a host
+    /// process, or one whose cgroup could not be read).
+    pub container: Option<ContainerLabels>,
 }
 
 impl ProcessInfo {
@@ -116,6 +128,8 @@ pub struct ProcessTable {
     files: HashMap<FileKey, Arc<ModuleFile>>,
     /// Counter for `ProcessInfo::version`.
     snapshots: u64,
+    /// Container lookups, created at the first process seen.
+    containers: Option<ContainerCache>,
 }
 
 impl ProcessTable {
@@ -126,10 +140,55 @@ impl ProcessTable {
     /// The snapshot of `pid`, taken now if this is the first sight of it.
     pub fn get(&mut self, pid: u32) -> &ProcessInfo {
         if !self.procs.contains_key(&pid) {
-            let info = self.snapshot(pid);
+            let mut info = self.snapshot(pid);
+            info.container = self.container_of(pid);
             self.procs.insert(pid, info);
         }
         &self.procs[&pid]
+    }
+
+    /// The labels of a stack seen in thread `tid` of process `pid`, named
+    /// `process` and `thread` by the probe: these plus the container labels
+    /// the process had at first sight (taken now if this is it). pid 0 (the
+    /// idle task, kernel context) has no process to look up.
+    pub fn labels(
+        &mut self,
+        pid: u32,
+        tid: Option<u32>,
+        process: String,
+        thread: Option<String>,
+    ) -> Labels {
+        let container = if pid == 0 {
+            None
+        } else {
+            self.get(pid).container.as_ref()
+        };
+        let (container, container_id, pod, namespace) = match container {
+            Some(c) => (
+                Some(c.container.clone()),
+                Some(c.container_id.clone()),
+                c.pod.clone(),
+                c.namespace.clone(),
+            ),
+            None => (None, None, None, None),
+        };
+        Labels {
+            pid: Some(pid),
+            tid,
+            process: Some(process),
+            thread,
+            container,
+            container_id,
+            pod,
+            namespace,
+        }
+    }
+
+    /// The container labels of `pid` from its cgroup now.
+    fn container_of(&mut self, pid: u32) -> Option<ContainerLabels> {
+        self.containers
+            .get_or_insert_with(ContainerCache::new)
+            .labels_of(pid)
     }
 
     /// The mapping holding `addr` in `pid`; re-reads the maps once when the
@@ -143,10 +202,17 @@ impl ProcessTable {
     }
 
     /// Re-reads the maps of `pid` (a library loaded, an exec); keeps the
-    /// previous snapshot when the process can no longer be read.
+    /// previous snapshot when the process can no longer be read, and the
+    /// container labels of the first sight in any case.
     pub fn refresh(&mut self, pid: u32) -> &ProcessInfo {
-        let info = self.snapshot(pid);
-        if !info.unavailable || !self.procs.contains_key(&pid) {
+        let mut info = self.snapshot(pid);
+        if let Some(old) = self.procs.get_mut(&pid) {
+            if !info.unavailable {
+                info.container = old.container.take();
+                *old = info;
+            }
+        } else {
+            info.container = self.container_of(pid);
             self.procs.insert(pid, info);
         }
         &self.procs[&pid]
@@ -180,6 +246,7 @@ impl ProcessTable {
             mappings,
             unavailable: false,
             version: self.snapshots,
+            container: None,
         };
         self.procs.insert(pid, info);
     }
@@ -220,6 +287,7 @@ impl ProcessTable {
             mappings,
             unavailable: false,
             version,
+            container: None,
         }
     }
 
@@ -266,6 +334,56 @@ mod tests {
         let info = table.process(pid).unwrap();
         assert!(!info.name.is_empty());
         assert_eq!(info.ns_pid, pid);
+    }
+
+    #[test]
+    fn labels_keep_the_container_of_first_sight() {
+        let mut table = ProcessTable::new();
+        let me = std::process::id();
+        // This process's container (none on a host), as the cache reads it.
+        let l = table.labels(me, Some(me), "t".into(), None);
+        let mine = ContainerCache::new().labels_of(me);
+        assert_eq!(
+            l.container_id,
+            mine.as_ref().map(|c| c.container_id.clone())
+        );
+        assert_eq!((l.pid, l.process.as_deref()), (Some(me), Some("t")));
+
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        table.get(pid);
+        // As if its first sight had found it in a pod.
+        let seen = ContainerLabels {
+            container: "web".into(),
+            container_id: "ab".repeat(32),
+            pod: Some("shop".into()),
+            namespace: Some("prod".into()),
+        };
+        table.procs.get_mut(&pid).unwrap().container = Some(seen.clone());
+        // Kept when its maps are read again, and once it has exited.
+        table.refresh(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        table.refresh(pid);
+        let l = table.labels(pid, None, "sleep".into(), None);
+        assert_eq!(
+            (l.container, l.container_id, l.pod, l.namespace),
+            (
+                Some(seen.container),
+                Some(seen.container_id),
+                seen.pod,
+                seen.namespace
+            )
+        );
+        // pid 0 (kernel context) is never looked up.
+        assert_eq!(
+            table.labels(0, None, "swapper".into(), None).container,
+            None
+        );
+        assert!(table.process(0).is_none());
     }
 
     #[test]

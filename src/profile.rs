@@ -215,8 +215,14 @@ pub struct Labels {
     pub tid: Option<u32>,
     pub process: Option<String>,
     pub thread: Option<String>,
+    /// The container's name (or short id) for processes in a container.
     pub container: Option<String>,
+    /// The container's full id.
+    pub container_id: Option<String>,
+    /// The pod's name, when the container is in a pod.
     pub pod: Option<String>,
+    /// The pod's Kubernetes namespace (none for podman pods).
+    pub namespace: Option<String>,
 }
 
 /// One aggregated stack.
@@ -426,12 +432,15 @@ impl Default for FrameNameOptions {
     }
 }
 
-/// The synthetic root frames for a thread: `[Pod]`, `[Con]`, `[pid]comm`
-/// and the thread name.
+/// The synthetic root frames for a thread: `[Pod]namespace/name` (or
+/// `[Pod]name`), `[Con]name`, `[pid]comm` and the thread name.
 pub fn label_frames(labels: &Labels, threads: bool) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(pod) = &labels.pod {
-        out.push(format!("[Pod]{pod}"));
+        out.push(format!(
+            "[Pod]{}",
+            pod_display_name(labels.namespace.as_deref(), pod)
+        ));
     }
     if let Some(con) = &labels.container {
         out.push(format!("[Con]{con}"));
@@ -448,6 +457,15 @@ pub fn label_frames(labels: &Labels, threads: bool) -> Vec<String> {
         }
     }
     out
+}
+
+/// How a pod is named for people: `namespace/name` for Kubernetes pods,
+/// the bare name for pods without a namespace (podman).
+pub fn pod_display_name(namespace: Option<&str>, pod: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{pod}"),
+        None => pod.to_string(),
+    }
 }
 
 /// A function name as shown in folded stacks (kernel frames get `_[k]`).
@@ -567,6 +585,19 @@ mod tests {
             label_frames(&l, false),
             ["[Pod]web-1", "[Con]nginx", "[3]app"]
         );
+        // Kubernetes pods are shown with their namespace; the container id
+        // makes no frame.
+        let k8s = Labels {
+            namespace: Some("shop".into()),
+            container_id: Some("ab".repeat(32)),
+            ..l
+        };
+        assert_eq!(
+            label_frames(&k8s, true),
+            ["[Pod]shop/web-1", "[Con]nginx", "[3]app", "t"]
+        );
+        // Host processes get neither frame.
+        assert_eq!(label_frames(&labels(3, "t"), false), ["[3]app"]);
     }
 
     #[test]

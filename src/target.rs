@@ -1,6 +1,7 @@
-//! What to profile: processes by pid, the whole machine, or a command that
-//! flameprobe launches. Each resolves to an in-kernel [`Filter`] (what the
-//! BPF programs record) plus a way to tell when every target has gone.
+//! What to profile: processes by pid, containers, the whole machine, or a
+//! command that flameprobe launches. Each resolves to an in-kernel
+//! [`Filter`] (what the BPF programs record) plus a way to tell when every
+//! target has gone.
 
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
@@ -11,6 +12,7 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
+use crate::container::{cgroup, Container};
 use crate::proc;
 
 /// A set of processes named on the command line.
@@ -20,6 +22,9 @@ pub enum TargetSpec {
     System,
     /// These processes (all their threads).
     Pids(Vec<u32>),
+    /// Every process in these containers (names, ids or id prefixes, as
+    /// given), including those started in them later.
+    Containers(Vec<String>),
     /// A command flameprobe starts; it and its children are profiled.
     Command(Vec<OsString>),
 }
@@ -36,13 +41,88 @@ pub enum Filter {
         pids: Vec<u32>,
         follow_children: bool,
     },
+    /// Tasks in these cgroup v2 or below them (containers).
+    Cgroups(Vec<CgroupTarget>),
 }
 
+/// A cgroup of the unified (v2) hierarchy whose tasks, and those of the
+/// cgroups below it, are targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupTarget {
+    /// Its id, as `bpf_get_current_cgroup_id()` returns it.
+    pub id: u64,
+    /// Its depth (the root is 0).
+    pub level: u32,
+}
+
+/// Most distinct cgroup depths a [`Filter::Cgroups`] may have (the BPF
+/// filter checks one ancestor per depth).
+pub const MAX_CGROUP_LEVELS: usize = 4;
+
 impl Filter {
-    /// The processes named at the start (none for the whole machine).
+    /// The filter for `containers`: their cgroups when every one has its
+    /// own in the unified hierarchy; else (pure cgroup v1, a container in a
+    /// shared or the root cgroup) their processes now and the processes
+    /// these start, with a message saying why.
+    pub fn of_containers(containers: &[Container]) -> (Filter, Option<String>) {
+        let cgroups: Option<Vec<CgroupTarget>> = containers
+            .iter()
+            .map(|c| {
+                Some(CgroupTarget {
+                    id: c.cgroup_id?,
+                    level: cgroup::cgroup_level(&c.cgroup_path),
+                })
+            })
+            .collect();
+        let why = match cgroups {
+            Some(cgroups) if Self::levels(&cgroups).len() <= MAX_CGROUP_LEVELS => {
+                return (Filter::Cgroups(cgroups), None)
+            }
+            Some(_) => format!(
+                "the containers' cgroups sit at more than {MAX_CGROUP_LEVELS} different depths"
+            ),
+            None => {
+                let names: Vec<&str> = containers
+                    .iter()
+                    .filter(|c| c.cgroup_id.is_none())
+                    .map(|c| c.name.as_str())
+                    .collect();
+                format!(
+                    "container {} has no cgroup of its own in the unified (v2) hierarchy \
+                     (cgroup v1 only, or a shared or the root cgroup)",
+                    names.join(", ")
+                )
+            }
+        };
+        let mut pids: Vec<u32> = containers.iter().flat_map(|c| c.pids.clone()).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let msg = format!(
+            "{why}: following the containers' {} processes by pid and the processes they \
+             start; other processes that join the containers are added within {}s",
+            pids.len(),
+            crate::container::members::PROC_SCAN_INTERVAL.as_secs()
+        );
+        let filter = Filter::Pids {
+            pids,
+            follow_children: true,
+        };
+        (filter, Some(msg))
+    }
+
+    /// The distinct depths of `cgroups`, ascending.
+    pub fn levels(cgroups: &[CgroupTarget]) -> Vec<u32> {
+        let mut levels: Vec<u32> = cgroups.iter().map(|c| c.level).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        levels
+    }
+
+    /// The processes named at the start (none for the whole machine or
+    /// cgroups).
     pub fn pids(&self) -> &[u32] {
         match self {
-            Filter::All => &[],
+            Filter::All | Filter::Cgroups(_) => &[],
             Filter::Pids { pids, .. } => pids,
         }
     }
@@ -111,6 +191,8 @@ impl TargetSpec {
                 let list: Vec<String> = p.iter().map(u32::to_string).collect();
                 format!("pids {}", list.join(","))
             }
+            TargetSpec::Containers(c) if c.len() == 1 => format!("container {}", c[0]),
+            TargetSpec::Containers(c) => format!("containers {}", c.join(",")),
             TargetSpec::Command(argv) => format!("command `{}`", command_line(argv)),
         }
     }
@@ -308,6 +390,60 @@ mod tests {
         assert_eq!(TargetSpec::Pids(vec![5, 6]).describe(), "pids 5,6");
         let cmd = TargetSpec::Command(vec!["sleep".into(), "1".into()]);
         assert_eq!(cmd.describe(), "command `sleep 1`");
+        let one = TargetSpec::Containers(vec!["web".into()]);
+        assert_eq!(one.describe(), "container web");
+        let two = TargetSpec::Containers(vec!["web".into(), "8dfa34".into()]);
+        assert_eq!(two.describe(), "containers web,8dfa34");
+    }
+
+    fn ctr(name: &str, path: &str, cgroup_id: Option<u64>, pids: Vec<u32>) -> Container {
+        Container {
+            id: format!("{name:0>64}"),
+            name: name.into(),
+            runtime: None,
+            pod: None,
+            cgroup_path: path.into(),
+            cgroup_id,
+            pids,
+        }
+    }
+
+    #[test]
+    fn containers_are_filtered_by_cgroup_or_else_by_pid() {
+        let web = ctr("web", "/libpod_parent/libpod-1", Some(7), vec![5, 6]);
+        let db = ctr("db", "/machine.slice/x/libpod-2.scope", Some(9), vec![8]);
+        let (f, why) = Filter::of_containers(&[web.clone(), db.clone()]);
+        assert_eq!(
+            f,
+            Filter::Cgroups(vec![
+                CgroupTarget { id: 7, level: 2 },
+                CgroupTarget { id: 9, level: 3 }
+            ])
+        );
+        assert_eq!(why, None);
+        assert!(f.pids().is_empty() && !f.follows_children());
+
+        // One without a cgroup of its own: every container by pid.
+        let v1 = ctr("old", "/docker/3", None, vec![6, 11]);
+        let (f, why) = Filter::of_containers(&[web.clone(), v1]);
+        assert_eq!(
+            f,
+            Filter::Pids {
+                pids: vec![5, 6, 11],
+                follow_children: true
+            }
+        );
+        let why = why.unwrap();
+        assert!(why.contains("container old has no cgroup"), "{why}");
+        assert!(why.contains("3 processes"), "{why}");
+
+        // Too many depths for the BPF filter.
+        let deep: Vec<Container> = (1..=MAX_CGROUP_LEVELS + 1)
+            .map(|n| ctr("x", &"/a".repeat(n), Some(n as u64), vec![n as u32]))
+            .collect();
+        let (f, why) = Filter::of_containers(&deep);
+        assert!(matches!(f, Filter::Pids { .. }), "{f:?}");
+        assert!(why.unwrap().contains("depths"));
     }
 
     #[test]

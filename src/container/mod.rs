@@ -15,6 +15,9 @@
 //!   (`None` for host processes). The cache holds one lookup per container
 //!   id; the caller keeps the labels per pid from first sight, so a process
 //!   that has exited (its cgroup unreadable) keeps them.
+//! - [`members::ContainerWatch`] follows the recorded containers during the
+//!   recording: the processes that join them (for probes attached per
+//!   process, and the pid fallback) and the containers that stop.
 //! - [`list`] is every running container flameprobe can see.
 //!
 //! The container id comes from `/proc/PID/cgroup` ([`cgroup`]); names come
@@ -30,6 +33,7 @@ pub mod cgroup;
 pub mod containerd;
 pub mod crio;
 pub mod docker;
+pub mod members;
 mod oci;
 pub mod podman;
 pub mod storage;
@@ -75,10 +79,7 @@ pub struct Pod {
 impl Pod {
     /// How the pod is shown: `namespace/name` for Kubernetes, else `name`.
     pub fn display_name(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{ns}/{}", self.name),
-            None => self.name.clone(),
-        }
+        crate::profile::pod_display_name(self.namespace.as_deref(), &self.name)
     }
 }
 
@@ -142,10 +143,10 @@ impl ContainerLabels {
     /// The pod as shown in a frame: `namespace/name`, or `name`.
     pub fn pod_display(&self) -> Option<String> {
         let pod = self.pod.as_ref()?;
-        Some(match &self.namespace {
-            Some(ns) => format!("{ns}/{pod}"),
-            None => pod.clone(),
-        })
+        Some(crate::profile::pod_display_name(
+            self.namespace.as_deref(),
+            pod,
+        ))
     }
 }
 
@@ -371,9 +372,38 @@ pub fn list() -> Vec<Container> {
 
 /// [`list`], resolving names with `cache`.
 pub fn list_with(cache: &mut ContainerCache) -> Vec<Container> {
+    let mount = cgroup::unified_mount().ok();
+    let mut out: Vec<Container> = processes_by_container()
+        .into_iter()
+        .filter_map(|(_, (parsed, pids))| {
+            let found = parsed.container.clone()?;
+            let meta = cache.resolve_id(&found);
+            let v2 = parsed.container_cgroup_v2();
+            let cgroup_id = v2
+                .zip(mount.as_deref())
+                .and_then(|(path, m)| cgroup::cgroup_id(m, path).ok());
+            Some(Container {
+                cgroup_path: found.path.clone(),
+                id: found.id,
+                name: meta.name.clone(),
+                runtime: meta.runtime,
+                pod: meta.pod.clone(),
+                cgroup_id,
+                pids,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// Every process in a container now, by container id (from each
+/// `/proc/PID/cgroup`), with the cgroups of the first process seen in it;
+/// pids ascending.
+pub(crate) fn processes_by_container() -> BTreeMap<String, (cgroup::ProcCgroup, Vec<u32>)> {
     let mut by_id: BTreeMap<String, (cgroup::ProcCgroup, Vec<u32>)> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return by_id;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -397,30 +427,10 @@ pub fn list_with(cache: &mut ContainerCache) -> Vec<Container> {
             .1
             .push(pid);
     }
-    let mount = cgroup::unified_mount().ok();
-    let mut out: Vec<Container> = by_id
-        .into_iter()
-        .filter_map(|(_, (parsed, mut pids))| {
-            let found = parsed.container.clone()?;
-            let meta = cache.resolve_id(&found);
-            let v2 = parsed.container_cgroup_v2();
-            let cgroup_id = v2
-                .zip(mount.as_deref())
-                .and_then(|(path, m)| cgroup::cgroup_id(m, path).ok());
-            pids.sort_unstable();
-            Some(Container {
-                cgroup_path: found.path.clone(),
-                id: found.id,
-                name: meta.name.clone(),
-                runtime: meta.runtime,
-                pod: meta.pod.clone(),
-                cgroup_id,
-                pids,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    out
+    for (_, pids) in by_id.values_mut() {
+        pids.sort_unstable();
+    }
+    by_id
 }
 
 /// Why `--container` specs did not resolve.
@@ -431,7 +441,8 @@ pub enum ResolveError {
         spec: String,
         running: Vec<Container>,
     },
-    /// An id prefix that more than one running container starts with.
+    /// An id prefix that more than one running container starts with, or
+    /// a name more than one has.
     Ambiguous {
         spec: String,
         matches: Vec<Container>,
@@ -463,10 +474,15 @@ impl fmt::Display for ResolveError {
                 }
             }
             ResolveError::Ambiguous { spec, matches } => {
+                // Names are unique per runtime, but the short ids that name
+                // containers no runtime knows can be shared.
+                let by_name = matches.iter().all(|c| c.name == *spec);
                 writeln!(
                     f,
-                    "container id prefix `{spec}` matches {} containers; give more of the id, or the name:",
-                    matches.len()
+                    "container {} `{spec}` matches {} containers; give more of the id{}:",
+                    if by_name { "name" } else { "id prefix" },
+                    matches.len(),
+                    if by_name { "" } else { ", or the name" }
                 )?;
                 write_table(f, matches)
             }
@@ -529,8 +545,16 @@ pub fn resolve_in(specs: &[String], running: &[Container]) -> Result<Vec<Contain
 
 fn resolve_one<'a>(spec: &str, running: &'a [Container]) -> Result<&'a Container, ResolveError> {
     // A name wins over an id prefix (as in podman and docker).
-    if let Some(c) = running.iter().find(|c| c.name == spec) {
-        return Ok(c);
+    let named: Vec<&Container> = running.iter().filter(|c| c.name == spec).collect();
+    match named[..] {
+        [] => {}
+        [one] => return Ok(one),
+        _ => {
+            return Err(ResolveError::Ambiguous {
+                spec: spec.to_string(),
+                matches: named.into_iter().cloned().collect(),
+            })
+        }
     }
     let lower = spec.to_ascii_lowercase();
     let is_hex = lower.bytes().all(|b| b.is_ascii_hexdigit());
@@ -665,6 +689,28 @@ mod tests {
             "{msg}"
         );
         assert!(resolve_in(&["web,".to_string()], &all).is_err());
+
+        // Containers no runtime knows are named by their short ids, which
+        // two of them can share: that name is ambiguous too.
+        let mut twins = all.clone();
+        for (c, tail) in twins.iter_mut().zip(["1", "2", "3"]) {
+            c.name = "fee100000ac5".into();
+            c.id = format!("fee100000ac5{}{tail}", "0".repeat(51));
+        }
+        let err = resolve_in(&["fee100000ac5".to_string()], &twins[..2]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ResolveError::Ambiguous { ref matches, .. } if matches.len() == 2),
+            "{msg}"
+        );
+        assert!(
+            msg.starts_with("container name `fee100000ac5` matches 2"),
+            "{msg}"
+        );
+        assert_eq!(
+            resolve_in(&[twins[2].id.clone()], &twins).unwrap()[0].id,
+            twins[2].id
+        );
     }
 
     fn fixtures() -> PathBuf {

@@ -335,7 +335,9 @@ fn convert(p: &proto::Profile) -> Result<Profile, String> {
                 label::PROCESS => labels.process = text,
                 label::THREAD => labels.thread = text,
                 label::CONTAINER => labels.container = text,
+                label::CONTAINER_ID => labels.container_id = text,
                 label::POD => labels.pod = text,
+                label::NAMESPACE => labels.namespace = text,
                 _ => {}
             }
         }
@@ -419,7 +421,9 @@ mod tests {
             process: Some("app".into()),
             thread: Some("w".into()),
             container: Some("c1".into()),
-            pod: None,
+            container_id: Some("8dfa34dcb107".repeat(5) + "ce84"),
+            pod: Some("web-1".into()),
+            namespace: Some("shop".into()),
         };
         p.period = Some((cpu, 10_101_010));
         p.add(labels.clone(), vec![user, k], &[4, 40_404_040]);

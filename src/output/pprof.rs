@@ -168,7 +168,9 @@ pub mod label {
     pub const PROCESS: &str = "process_name";
     pub const THREAD: &str = "thread_name";
     pub const CONTAINER: &str = "container";
+    pub const CONTAINER_ID: &str = "container_id";
     pub const POD: &str = "pod";
+    pub const NAMESPACE: &str = "namespace";
 }
 
 /// Keys of the `key: value` comments that carry [`Meta`](crate::profile::Meta)
@@ -368,7 +370,9 @@ pub fn encode(profile: &Profile) -> proto::Profile {
             (label::PROCESS, &l.process),
             (label::THREAD, &l.thread),
             (label::CONTAINER, &l.container),
+            (label::CONTAINER_ID, &l.container_id),
             (label::POD, &l.pod),
+            (label::NAMESPACE, &l.namespace),
         ] {
             if let Some(s) = text {
                 labels.push(proto::Label {

@@ -186,7 +186,11 @@ impl<'obj> OffcpuProbe<'obj> {
 
         let p = &skel.progs;
         let mut links = targets::start(
-            &TargetMaps::new(&skel.maps.targets, &skel.maps.target_threads),
+            &TargetMaps::new(
+                &skel.maps.targets,
+                &skel.maps.target_cgroups,
+                &skel.maps.target_threads,
+            ),
             &p.on_fork,
             &p.on_exit,
             &config.filter,
@@ -317,7 +321,11 @@ impl<'obj> OffcpuProbe<'obj> {
 
     /// The target maps of this program.
     pub fn target_maps(&self) -> TargetMaps<'_> {
-        TargetMaps::new(&self.skel.maps.targets, &self.skel.maps.target_threads)
+        TargetMaps::new(
+            &self.skel.maps.targets,
+            &self.skel.maps.target_cgroups,
+            &self.skel.maps.target_threads,
+        )
     }
 
     /// The program's counters, summed over CPUs.

@@ -1,12 +1,13 @@
 //! The target filter on the BPF side (bpf/targets.h), the same for every
-//! probe: its per-run settings, the `targets` map, and the tracepoints that
-//! follow new processes and forget exited ones.
+//! probe: its per-run settings, the `targets`, `target_cgroups` and
+//! `target_threads` maps, and the tracepoints that follow new processes
+//! and forget exited ones.
 
 use libbpf_rs::{Link, MapCore, MapFlags, ProgramMut};
 
 use super::profile_skel::types::filter_mode;
 use super::setup::ProbeError;
-use crate::target::{Filter, ThreadFilter};
+use crate::target::{Filter, ThreadFilter, MAX_CGROUP_LEVELS};
 
 /// The `const volatile` settings of bpf/targets.h for a filter.
 pub(crate) struct FilterSettings {
@@ -14,22 +15,42 @@ pub(crate) struct FilterSettings {
     pub follow_children: bool,
     /// flameprobe's own process, never recorded.
     pub self_tgid: u32,
+    /// The distinct depths of the target cgroups (`cgroup_levels`), the
+    /// first `cgroup_level_count` entries used.
+    pub cgroup_levels: [u32; MAX_CGROUP_LEVELS],
+    pub cgroup_level_count: u32,
+    /// Only the threads in `target_threads` (--tid, --thread).
     pub filter_threads: bool,
 }
 
 impl FilterSettings {
     pub fn of(filter: &Filter, threads: &ThreadFilter) -> Self {
+        let mut cgroup_levels = [0; MAX_CGROUP_LEVELS];
+        let mut cgroup_level_count = 0;
+        if let Filter::Cgroups(cgroups) = filter {
+            for (slot, level) in cgroup_levels.iter_mut().zip(Filter::levels(cgroups)) {
+                *slot = level;
+                cgroup_level_count += 1;
+            }
+        }
         FilterSettings {
             mode: match filter {
                 Filter::All => filter_mode::FILTER_ALL.0,
                 Filter::Pids { .. } => filter_mode::FILTER_PIDS.0,
+                Filter::Cgroups(_) => filter_mode::FILTER_CGROUPS.0,
             },
             follow_children: filter.follows_children(),
             self_tgid: std::process::id(),
+            cgroup_levels,
+            cgroup_level_count,
             filter_threads: threads.is_some(),
         }
     }
 }
+
+// The user-space limit is the one the BPF filter was built with.
+const _: () =
+    assert!(super::profile_skel::types::limits::MAX_CGROUP_LEVELS.0 as usize == MAX_CGROUP_LEVELS);
 
 /// Sets a skeleton's target-filter rodata (every skeleton has its own
 /// generated rodata type, with the same fields from bpf/targets.h).
@@ -39,19 +60,64 @@ macro_rules! set_filter_rodata {
         $rodata.filter_mode = f.mode;
         $rodata.follow_children = f.follow_children;
         $rodata.self_tgid = f.self_tgid;
+        $rodata.cgroup_levels = f.cgroup_levels;
+        $rodata.cgroup_level_count = f.cgroup_level_count;
         $rodata.filter_threads = f.filter_threads;
     }};
 }
 pub(crate) use set_filter_rodata;
 
-/// Whether the fork/exit tracking programs are needed (they are not
-/// loaded for the whole machine).
+/// Whether the fork/exit tracking programs are needed (only to keep the
+/// `targets` map of processes).
 pub(crate) fn needs_tracking(filter: &Filter) -> bool {
-    !matches!(filter, Filter::All)
+    matches!(filter, Filter::Pids { .. })
 }
 
-/// After loading: puts the named processes into the `targets` map and
-/// attaches the tracking tracepoints. The links detach on drop.
+/// A loaded program's target-filter maps.
+pub struct TargetMaps<'a> {
+    targets: &'a dyn MapCore,
+    cgroups: &'a dyn MapCore,
+    threads: &'a dyn MapCore,
+}
+
+impl<'a> TargetMaps<'a> {
+    pub(crate) fn new(
+        targets: &'a dyn MapCore,
+        cgroups: &'a dyn MapCore,
+        threads: &'a dyn MapCore,
+    ) -> Self {
+        TargetMaps {
+            targets,
+            cgroups,
+            threads,
+        }
+    }
+
+    /// Records process `pid` too (a process that joined a container
+    /// followed by pid).
+    pub fn add_process(&self, pid: u32) -> Result<(), ProbeError> {
+        add(self.targets, &pid.to_ne_bytes(), "target map")
+    }
+
+    /// Records thread `tid` too (with --tid/--thread).
+    pub fn add_thread(&self, tid: u32) -> Result<(), ProbeError> {
+        add(self.threads, &tid.to_ne_bytes(), "thread map")
+    }
+
+    /// The processes in the target map (named targets and the children
+    /// followed), empty unless the filter is by process.
+    pub fn pids(&self) -> Vec<u32> {
+        self.targets
+            .keys()
+            .filter_map(|k| k.get(..4).and_then(|b| b.try_into().ok()))
+            .map(u32::from_ne_bytes)
+            .collect()
+    }
+}
+
+/// After loading: puts the named processes into the `targets` map, the
+/// cgroups into `target_cgroups` and the threads into `target_threads`,
+/// and attaches the tracking tracepoints. The links detach on drop.
 pub(crate) fn start(
     maps: &TargetMaps<'_>,
     on_fork: &ProgramMut<'_>,
@@ -60,7 +126,12 @@ pub(crate) fn start(
     threads: &ThreadFilter,
 ) -> Result<Vec<Link>, ProbeError> {
     for &pid in filter.pids() {
-        add_target(maps.targets, pid)?;
+        maps.add_process(pid)?;
+    }
+    if let Filter::Cgroups(cgroups) = filter {
+        for c in cgroups {
+            add(maps.cgroups, &c.id.to_ne_bytes(), "target cgroup map")?;
+        }
     }
     for &tid in threads.iter().flatten() {
         maps.add_thread(tid)?;
@@ -81,39 +152,7 @@ pub(crate) fn start(
     Ok(links)
 }
 
-/// Adds a process to a program's `targets` map.
-pub(crate) fn add_target(targets: &dyn MapCore, pid: u32) -> Result<(), ProbeError> {
-    targets
-        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
-        .map_err(|e| ProbeError::attach("target map", e))
-}
-
-/// The target maps of one loaded program, for adding what appears during
-/// the recording (threads matching --thread).
-pub struct TargetMaps<'a> {
-    targets: &'a dyn MapCore,
-    threads: &'a dyn MapCore,
-}
-
-impl<'a> TargetMaps<'a> {
-    pub(crate) fn new(targets: &'a dyn MapCore, threads: &'a dyn MapCore) -> Self {
-        TargetMaps { targets, threads }
-    }
-
-    /// Records thread `tid` too (with --tid/--thread).
-    pub fn add_thread(&self, tid: u32) -> Result<(), ProbeError> {
-        self.threads
-            .update(&tid.to_ne_bytes(), &[1u8], MapFlags::ANY)
-            .map_err(|e| ProbeError::attach("thread map", e))
-    }
-
-    /// The processes in the target map (named targets and the children
-    /// followed), empty for the whole machine.
-    pub fn pids(&self) -> Vec<u32> {
-        self.targets
-            .keys()
-            .filter_map(|k| k.get(..4).and_then(|b| b.try_into().ok()))
-            .map(u32::from_ne_bytes)
-            .collect()
-    }
+fn add(map: &dyn MapCore, key: &[u8], what: &str) -> Result<(), ProbeError> {
+    map.update(key, &[1u8], MapFlags::ANY)
+        .map_err(|e| ProbeError::attach(what, e))
 }

@@ -15,7 +15,7 @@ use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FIN
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, CpuStats};
 use crate::probe::enable_bpf_stats;
 use crate::probe::targets::TargetMaps;
-use crate::profile::{units, Labels, ValueType};
+use crate::profile::{units, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{Unwinder, UserSnapshot, MAX_STACK_COPY};
 
@@ -50,13 +50,10 @@ impl Collector {
             self.unwinder.unwind(&snap, &mut stacks.table)
         };
         let user = stacks.resolve_user(pid, &unwound.frames);
-        let labels = Labels {
-            pid: Some(pid),
-            tid: Some(s.tid()),
-            process: Some(s.process_name()),
-            thread: Some(s.thread_name()),
-            ..Labels::default()
-        };
+        let labels =
+            stacks
+                .table
+                .labels(pid, Some(s.tid()), s.process_name(), Some(s.thread_name()));
         stacks.add(
             RawStack {
                 labels,

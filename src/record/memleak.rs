@@ -96,6 +96,13 @@ pub(super) fn attach<'obj>(
                     unwind.pids.push(pid);
                 }
             }
+            (TargetSpec::Containers(_), _) => {
+                let pids = session.containers.as_ref().map(|w| w.pids());
+                for pid in pids.unwrap_or_default() {
+                    let mut b = book.borrow_mut();
+                    attach_member(&mut probe, &mut b.stacks.table, &mut unwind, pid);
+                }
+            }
             (TargetSpec::Command(argv), Some(command)) => {
                 attach_command(&mut probe, &argv[0])?;
                 // Its tables are loaded when it reaches its entry point,
@@ -103,7 +110,7 @@ pub(super) fn attach<'obj>(
                 stop_at_entry(&mut probe, &argv[0]);
                 unwind.pids.push(command.pid());
             }
-            _ => bail!("--probe memleak needs --pid or a command"),
+            _ => bail!("--probe memleak needs --pid, --container or a command"),
         }
     }
     Ok(Box::new(MemleakRecorder {
@@ -131,6 +138,16 @@ impl Recorder for MemleakRecorder<'_> {
 
     fn target_maps(&self) -> Vec<TargetMaps<'_>> {
         vec![self.probe.target_maps()]
+    }
+
+    fn add_processes(&mut self, pids: &[u32]) {
+        if self.kernel {
+            return;
+        }
+        let mut b = self.book.borrow_mut();
+        for &pid in pids {
+            attach_member(&mut self.probe, &mut b.stacks.table, &mut self.unwind, pid);
+        }
     }
 
     fn progress(&self) -> String {
@@ -302,6 +319,23 @@ fn monotonic_ns() -> u64 {
         Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
         Err(_) => u64::MAX,
     }
+}
+
+/// Probes a process of a recorded container: its allocators, and its
+/// unwind tables from then on. A process whose allocator cannot be probed
+/// is left out with a warning (the container's other processes are not).
+fn attach_member(
+    probe: &mut MemleakProbe<'_>,
+    table: &mut ProcessTable,
+    unwind: &mut UnwindSync,
+    pid: u32,
+) {
+    if let Err(e) = attach_process(probe, table, pid) {
+        log::warn!("{e:#}; its allocations are not recorded");
+        return;
+    }
+    unwind.sync(&probe.unwind_maps(), table, pid);
+    unwind.pids.push(pid);
 }
 
 /// Probes the allocators a running process has mapped: libc, jemalloc,

@@ -1,10 +1,12 @@
 //! `flameprobe record`: the orchestrator, the same for every probe.
 //!
 //! ```text
-//! prepare   target, output path, BPF support, signals, command held before exec
+//! prepare   target (containers resolved), output path, BPF support,
+//!           signals, command held before exec
 //! attach    the probe kind's Recorder (record/<kind>.rs over probe/<kind>.rs)
 //! record    poll the recorder until the duration ends, a signal or the
-//!           targets' exit; every poll ends at a deadline
+//!           targets' exit; every poll ends at a deadline; processes that
+//!           join the recorded containers are handed to the recorder
 //! finish    the recorder stops its probe and hands over raw stacks with
 //!           their values; symbolize -> Profile -> output, summary, quality,
 //!           --report
@@ -21,6 +23,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use libbpf_rs::OpenObject;
 
 use crate::config::{ProbeKind, RecordConfig};
+use crate::container::members::ContainerWatch;
+use crate::container::{self, Container};
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::check_bpf_support;
 use crate::probe::targets::TargetMaps;
@@ -55,6 +59,10 @@ pub(crate) trait Recorder {
     fn target_maps(&self) -> Vec<TargetMaps<'_>>;
     /// The progress line's counters, e.g. "1234 samples, 0 lost".
     fn progress(&self) -> String;
+    /// Processes that joined the recorded containers since the last poll
+    /// (found in user space; already in the in-kernel filter): anything
+    /// else the probe needs for them (memleak probes their allocators).
+    fn add_processes(&mut self, _pids: &[u32]) {}
     /// Stops the probe and hands over what was collected.
     fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected>;
 }
@@ -116,6 +124,8 @@ pub(crate) struct Recording {
     pub stopped_at: Instant,
     /// The launched command's pid and exit status (None: still running).
     pub command: Option<(u32, Option<i32>)>,
+    /// Recorded containers that stopped, and how far into the recording.
+    pub containers_stopped: Vec<(String, Duration)>,
 }
 
 impl Recording {
@@ -133,6 +143,12 @@ impl Recording {
             return;
         }
         let secs = self.recorded.as_secs_f64();
+        for (name, after) in &self.containers_stopped {
+            eprintln!(
+                "flameprobe: container {name} stopped {:.1}s into the recording",
+                after.as_secs_f64()
+            );
+        }
         match (self.reason, self.command) {
             (StopReason::Signal, _) => {
                 eprintln!("flameprobe: interrupted, writing what was recorded")
@@ -140,6 +156,8 @@ impl Recording {
             (StopReason::TargetsExited, Some((_, Some(code)))) if code != 0 => {
                 eprintln!("flameprobe: the command exited with status {code} after {secs:.1}s")
             }
+            // Each container's stop was told above.
+            (StopReason::TargetsExited, _) if !self.containers_stopped.is_empty() => {}
             (StopReason::TargetsExited, _) => eprintln!(
                 "flameprobe: {} exited after {secs:.1}s",
                 exit_subject(target)
@@ -165,6 +183,8 @@ pub(crate) struct Session<'c> {
     pub thread_watch: Option<ThreadWatch>,
     /// The launched command, held before exec until the probe is attached.
     pub command: Option<LaunchedCommand>,
+    /// The recorded containers' processes.
+    pub containers: Option<ContainerWatch>,
 }
 
 impl Session<'_> {
@@ -226,8 +246,15 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         )?),
         _ => None,
     };
+    let containers = match &config.target {
+        TargetSpec::Containers(specs) => Some(container::resolve(specs)?),
+        _ => None,
+    };
     let filter = match (&config.target, &command) {
         (TargetSpec::System, _) => Filter::All,
+        (TargetSpec::Containers(_), _) => {
+            container_filter(containers.as_deref().unwrap_or_default())
+        }
         (TargetSpec::Pids(_), _) => Filter::Pids {
             pids,
             follow_children: false,
@@ -257,7 +284,29 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         threads,
         thread_watch,
         command,
+        containers: containers.as_deref().map(ContainerWatch::new),
     })
+}
+
+/// The filter for the recorded containers, saying with -v what was
+/// found and when the pid fallback is used.
+fn container_filter(containers: &[Container]) -> Filter {
+    for c in containers {
+        log::info!(
+            "container {} ({}, {}): cgroup {}, {} processes",
+            c.name,
+            c.short_id(),
+            c.runtime
+                .map_or("unknown runtime".into(), |r| r.to_string()),
+            c.cgroup_path,
+            c.pids.len()
+        );
+    }
+    let (filter, fallback) = Filter::of_containers(containers);
+    if let Some(why) = fallback {
+        log::info!("{why}");
+    }
+    filter
 }
 
 /// Polls the recorder until the duration ends, a stop signal arrives or
@@ -267,7 +316,28 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
     let start_wall = SystemTime::now();
     let started = Instant::now();
     let progress = progress_bar(config, &session.describe());
+    let mut containers_stopped = Vec::new();
     let reason = loop {
+        if let Some(watch) = session.containers.as_mut() {
+            let changes = watch.update();
+            let after = started.elapsed();
+            containers_stopped.extend(changes.stopped.into_iter().map(|name| (name, after)));
+            if !changes.joined.is_empty() {
+                log::info!("processes joined the containers: {:?}", changes.joined);
+                // A filter by pid learns of them here; a cgroup filter
+                // covers them already.
+                if matches!(session.filter, Filter::Pids { .. }) {
+                    for maps in recorder.target_maps() {
+                        for &pid in &changes.joined {
+                            if let Err(e) = maps.add_process(pid) {
+                                log::warn!("pid {pid} is not recorded: {e}");
+                            }
+                        }
+                    }
+                }
+                recorder.add_processes(&changes.joined);
+            }
+        }
         let elapsed = started.elapsed();
         if signals::stop_requested() {
             break StopReason::Signal;
@@ -275,7 +345,7 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
         if config.duration.is_some_and(|d| elapsed >= d) {
             break StopReason::Duration;
         }
-        if targets_gone(&session.filter, session.command.as_mut()) {
+        if targets_gone(session) {
             break StopReason::TargetsExited;
         }
         let mut until = Instant::now() + POLL_SLICE;
@@ -301,6 +371,7 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
         recorded,
         stopped_at: Instant::now(),
         command: session.command.as_mut().map(|c| (c.pid(), c.try_wait())),
+        containers_stopped,
     }
 }
 
@@ -390,11 +461,16 @@ fn exit_subject(target: &TargetSpec) -> &'static str {
     }
 }
 
-fn targets_gone(filter: &Filter, command: Option<&mut LaunchedCommand>) -> bool {
-    match (filter, command) {
+/// Whether every target has gone: the command exited, the processes
+/// exited, the containers stopped.
+fn targets_gone(session: &mut Session<'_>) -> bool {
+    if let Some(watch) = &session.containers {
+        return watch.all_stopped();
+    }
+    match (&session.filter, session.command.as_mut()) {
         (_, Some(cmd)) => cmd.try_wait().is_some(),
         (Filter::Pids { pids, .. }, None) => !pids.iter().any(|&p| crate::proc::process_alive(p)),
-        (Filter::All, None) => false,
+        (Filter::All | Filter::Cgroups(_), None) => false,
     }
 }
 

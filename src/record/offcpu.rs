@@ -22,7 +22,7 @@ use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FIN
 use crate::config::{OffcpuStates, RecordConfig};
 use crate::probe::offcpu::{OffcpuConfig, OffcpuProbe, OffcpuStats, StateFilter};
 use crate::probe::targets::TargetMaps;
-use crate::profile::{units, Labels, ValueType};
+use crate::profile::{units, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{UnwindMode, Unwinder, UserSnapshot};
 
@@ -134,14 +134,12 @@ impl<'obj> OffcpuPart<'obj> {
                 }
                 None => Default::default(),
             };
+            let labels =
+                stacks
+                    .table
+                    .labels(pid, Some(tid), t.process_name(), Some(t.thread_name()));
             let raw = RawStack {
-                labels: Labels {
-                    pid: Some(pid),
-                    tid: Some(tid),
-                    process: Some(t.process_name()),
-                    thread: Some(t.thread_name()),
-                    ..Labels::default()
-                },
+                labels,
                 kernel: t.kernel_stack().to_vec(),
                 user: stacks.resolve_user(pid, &unwound.frames),
                 truncated: unwound.truncated,

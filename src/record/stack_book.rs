@@ -44,13 +44,12 @@ impl StackBook {
             stacks.resolve_user(pid, &addrs)
         };
         let tid = rec.tid();
-        let labels = Labels {
-            pid: Some(pid),
-            tid: (tid != 0).then_some(tid),
-            process: Some(rec.process_name()),
-            thread: (tid != 0).then(|| rec.thread_name()),
-            ..Labels::default()
-        };
+        let labels = stacks.table.labels(
+            pid,
+            (tid != 0).then_some(tid),
+            rec.process_name(),
+            (tid != 0).then(|| rec.thread_name()),
+        );
         self.resolved.insert(
             rec.stack_id(),
             RawStack {

@@ -1,7 +1,11 @@
 //! podman for integration tests: a containers.conf that works on this kind
 //! of VM, a minimal image built from busybox-static plus given static
 //! binaries (`podman import`, no registry), and containers and pods that
-//! are removed when their guards drop (also when a test panics).
+//! are removed when their guards drop (also when a test panics). Besides,
+//! cgroups made by tests ([`TestCgroup`]), for what podman does not make
+//! on demand: a process in a sub-cgroup of a container, containers whose
+//! ids share a prefix, a container without a cgroup of its own in the
+//! unified hierarchy.
 //!
 //! On the development VM podman needs `runtime = "runc"` (crun refuses the
 //! hybrid cgroup layout), the cgroupfs manager (no systemd as PID 1), and
@@ -156,6 +160,23 @@ impl Podman {
         guard
     }
 
+    /// A `podman run -i` of a container named `<prefix>-<name>`, to be
+    /// spawned by the caller with its stdin and stdout (the container's)
+    /// piped; the guard removes the container.
+    pub fn run_interactive(
+        &self,
+        name: &str,
+        image: &str,
+        cmd: &[&str],
+    ) -> (ContainerGuard<'_>, Command) {
+        let name = unique(name);
+        let mut c = self.command();
+        c.args(["run", "-i", "--name", &name, "--network", "none", image])
+            .args(cmd);
+        let guard = ContainerGuard { podman: self, name };
+        (guard, c)
+    }
+
     /// Creates a pod (with its infra container) named `<prefix>-<name>`.
     pub fn pod(&self, name: &str) -> PodGuard<'_> {
         let name = unique(name);
@@ -187,6 +208,11 @@ impl ContainerGuard<'_> {
     /// Host pid of the container's first process.
     pub fn pid(&self) -> u32 {
         self.inspect("{{.State.Pid}}").parse().expect("a pid")
+    }
+
+    /// Stops the container at once (SIGKILL to its processes).
+    pub fn kill(&self) {
+        self.podman.ok(&["kill", &self.name]);
     }
 }
 
@@ -253,4 +279,109 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// A cgroup made by a test (with the parents it had to create); on drop,
+/// the processes in it are killed and it is removed.
+pub struct TestCgroup {
+    dir: PathBuf,
+    /// Directories created, outermost first.
+    created: Vec<PathBuf>,
+}
+
+impl TestCgroup {
+    /// Creates `rel` below the cgroup directory `parent` (of any hierarchy).
+    pub fn create(parent: &Path, rel: &str) -> TestCgroup {
+        assert!(
+            parent.is_dir(),
+            "{} is not a cgroup directory",
+            parent.display()
+        );
+        let mut created = Vec::new();
+        let mut dir = parent.to_path_buf();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+                created.push(dir.clone());
+            }
+        }
+        TestCgroup { dir, created }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Moves process `pid` into this cgroup.
+    pub fn add(&self, pid: u32) {
+        let procs = self.dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        for dir in self.created.iter().rev() {
+            // Killed processes leave the cgroup once they have exited.
+            for _ in 0..250 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Where a cgroup v1 hierarchy is mounted (systemd's named one when there
+/// is one, it has no controllers), from /proc/self/mountinfo.
+pub fn v1_hierarchy() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mounts: Vec<(PathBuf, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut r = right.split(' ');
+            let (fstype, _source, opts) = (r.next()?, r.next()?, r.next()?);
+            let point = left.split(' ').nth(4)?;
+            (fstype == "cgroup").then(|| (PathBuf::from(point), opts.to_string()))
+        })
+        .collect();
+    mounts
+        .iter()
+        .find(|(_, opts)| opts.split(',').any(|o| o == "name=systemd"))
+        .or(mounts.first())
+        .map(|(p, _)| p.clone())
+}
+
+/// A container id (64 hex digits) starting with `prefix`, unique to this
+/// test process and `n`.
+pub fn fake_container_id(prefix: &str, n: u32) -> String {
+    let tail = format!("{:08x}{n:08x}", std::process::id());
+    format!(
+        "{prefix}{tail}{}",
+        "0".repeat(64 - prefix.len() - tail.len())
+    )
+}
+
+/// The cgroup path (below a hierarchy's root) of a container that no
+/// runtime made, named like docker names its containers with cgroupfs;
+/// `tag` keeps the tests that make them apart.
+pub fn fake_container_cgroup(tag: &str, id: &str) -> String {
+    format!("{}/docker/{id}", unique(tag))
 }

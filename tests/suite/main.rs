@@ -14,6 +14,7 @@ mod memleak;
 mod offcpu;
 mod pprof_go;
 mod record_cli;
+mod record_containers;
 mod record_cpu;
 mod record_dwarf;
 mod report;

@@ -41,7 +41,7 @@ fn summary_count(stderr: &str, chain: &str) -> u64 {
         .sum()
 }
 
-fn assert_exact_leaks(folded: &BTreeMap<String, u64>, stderr: &str) {
+pub(crate) fn assert_exact_leaks(folded: &BTreeMap<String, u64>, stderr: &str) {
     let mut normalized = BTreeMap::new();
     for (k, v) in folded {
         *normalized.entry(normalize(k)).or_insert(0) += v;

@@ -161,10 +161,16 @@ fn wall_clock_splits_computing_from_waiting() {
     // Off-CPU stacks end in the scheduler, on-CPU ones in compute.
     let out = run_ok(&["convert", pb.to_str().unwrap(), "-o", "-"]);
     let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
-    assert!(folded
-        .keys()
-        .any(|s| s.contains(";main;rest;") && s.ends_with("schedule_[k]")));
-    assert!(folded.keys().any(|s| s.contains(";main;compute")));
+    assert!(
+        folded
+            .keys()
+            .any(|s| s.contains(";main;rest;") && s.ends_with("schedule_[k]")),
+        "{folded:#?}"
+    );
+    assert!(
+        folded.keys().any(|s| s.contains(";main;compute")),
+        "{folded:#?}"
+    );
 }
 
 /// A thread blocked on a pipe for the whole recording, blocked before it

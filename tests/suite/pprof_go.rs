@@ -12,7 +12,7 @@ use flameprobe::output::pprof::proto;
 
 use crate::util::*;
 
-fn go_pprof(args: &[&str], file: &Path) -> String {
+pub(crate) fn go_pprof(args: &[&str], file: &Path) -> String {
     let home = tempfile::tempdir().unwrap();
     let out = Command::new("go")
         .args(["tool", "pprof"])

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn assert_ratio_and_chains(folded: &std::collections::BTreeMap<String, u64>, min_complete: f64) {
+pub(crate) fn assert_ratio_and_chains(
+    folded: &std::collections::BTreeMap<String, u64>,
+    min_complete: f64,
+) {
     let a = leaf_weight(folded, "hot_a") as f64;
     let b = leaf_weight(folded, "hot_b") as f64;
     assert!(a + b > 100.0, "too few samples: {folded:?}");

@@ -284,12 +284,19 @@ pub struct Handshake {
 
 impl Handshake {
     pub fn start(bin: &Path, args: &[&str]) -> Handshake {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Handshake::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a target, or a command that runs one, such as
+    /// `podman run -i`) and waits for its "ready".
+    pub fn spawn(mut cmd: Command) -> Handshake {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut t = Handshake {
