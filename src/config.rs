@@ -39,6 +39,9 @@ pub struct RecordConfig {
     pub probe: ProbeKind,
     /// Settings of the memory-leak probes.
     pub memleak: MemleakOptions,
+    /// Ask HotSpot JVMs for their perf maps at the end (`--no-jit-attach`
+    /// turns it off).
+    pub jit_attach: bool,
 }
 
 /// Everything `convert` needs.

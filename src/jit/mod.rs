@@ -32,3 +32,4 @@ pub mod hotspot;
 pub mod names;
 pub mod perfmap;
 pub mod runtime;
+pub mod tracker;

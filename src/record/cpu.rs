@@ -116,6 +116,7 @@ pub(super) fn attach<'obj>(
 impl Recorder for CpuRecorder<'_> {
     fn poll(&mut self, until: Instant) {
         self.probe.poll_until(until);
+        self.collector.borrow_mut().stacks.jit.poll_exits();
     }
 
     fn progress(&self) -> String {

@@ -158,6 +158,7 @@ impl Recorder for MemleakRecorder<'_> {
     fn poll(&mut self, until: Instant) {
         self.probe.poll_until(until);
         let mut b = self.book.borrow_mut();
+        b.stacks.jit.poll_exits();
         self.unwind.sync_all(&self.probe, &mut b.stacks.table);
         for pid in std::mem::take(&mut b.stopped) {
             self.unwind.sync(&self.probe, &mut b.stacks.table, pid);

@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use libbpf_rs::OpenObject;
 
 use crate::config::{ProbeKind, RecordConfig};
+use crate::jit::tracker::JitOptions;
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::check_bpf_support;
 use crate::profile::{FrameNameOptions, Meta, Profile, ValueType};
@@ -269,11 +270,19 @@ fn write_profile(config: &RecordConfig, rec: &Recording, collected: Collected) -
         lost: collected.lost,
         probe: Some(config.probe),
     };
+    let mut stacks = collected.stacks;
+    let jit_options = JitOptions {
+        attach: config.jit_attach,
+        ..JitOptions::default()
+    };
+    let mut jit = std::mem::take(&mut stacks.jit).finish(&jit_options);
     let mut symbolizer = Symbolizer::new();
-    let mut profile = collected
-        .stacks
-        .into_profile(collected.sample_types, meta, &mut symbolizer);
+    jit.install(&mut symbolizer);
+    let mut profile = stacks.into_profile(collected.sample_types, meta, &mut symbolizer);
     profile.period = collected.period;
+    let mut notes = collected.notes;
+    notes.extend(jit.warnings());
+    let quality_notes = jit.quality_lines(&profile);
 
     let opts = WriteOptions {
         svg: config.svg.clone(),
@@ -292,7 +301,8 @@ fn write_profile(config: &RecordConfig, rec: &Recording, collected: Collected) -
             "{}",
             summary(
                 &profile,
-                &collected.notes,
+                &notes,
+                &quality_notes,
                 collected.list_stacks,
                 config.format,
                 &config.destination
@@ -375,11 +385,12 @@ fn progress_bar(config: &RecordConfig) -> Option<ProgressBar> {
 const SUMMARY_STACKS: usize = 10;
 
 /// The end-of-recording summary for stderr: totals, the recorder's notes,
-/// the top functions (or largest stacks), the stack quality and where the
-/// output went.
+/// the top functions (or largest stacks), the stack quality (followed by
+/// `quality_notes`) and where the output went.
 pub fn summary(
     profile: &Profile,
     notes: &[String],
+    quality_notes: &[String],
     list_stacks: bool,
     format: Format,
     dest: &Destination,
@@ -424,6 +435,9 @@ pub fn summary(
         }
     }
     out.push_str(&crate::quality::assess(profile).to_string());
+    for note in quality_notes {
+        out.push_str(&format!("  {note}\n"));
+    }
     match dest {
         Destination::Stdout => out.push_str(&format!(
             "  wrote {} to standard output\n",
