@@ -49,10 +49,12 @@ struct Tracked {
     name: String,
     runtime: Runtime,
     source: Result<PerfMapSource, PerfMapError>,
-    /// Readable once the process has exited; `None` after it did (or when
-    /// it could not be opened: then the process is taken as live until
-    /// the end).
+    /// Readable once the process has exited; `None` after it did, or when
+    /// it could not be opened (then its exit is not noticed during the
+    /// recording, and its liveness is checked by pid at the end).
     pidfd: Option<OwnedFd>,
+    /// Its exit was noticed during the recording.
+    exited: bool,
     /// The map read when the process exited during the recording.
     at_exit: Option<Result<PerfMap, PerfMapError>>,
     /// HotSpot: whether it keeps frame pointers in compiled code.
@@ -91,6 +93,7 @@ impl JitTracker {
                 runtime,
                 source: PerfMapSource::open(pid),
                 pidfd,
+                exited: false,
                 at_exit: None,
                 preserves_fp,
             },
@@ -135,6 +138,7 @@ impl JitTracker {
                 continue;
             };
             t.pidfd = None;
+            t.exited = true;
             if let Ok(source) = &t.source {
                 let read = source.read();
                 match &read {
@@ -184,7 +188,10 @@ impl JitTracker {
 
 /// One tracked process at the end: attach (a live JVM), then read.
 fn conclude(pid: u32, t: Tracked, opts: &JitOptions) -> ProcessJit {
-    let alive = t.pidfd.is_some();
+    let alive = match &t.pidfd {
+        Some(_) => true,
+        None => !t.exited && crate::proc::process_alive(pid),
+    };
     let source = match t.source {
         Ok(source) => source,
         Err(e) => {
@@ -243,14 +250,14 @@ enum MapState {
 
 /// What the end of the recording found for one process.
 #[derive(Debug)]
-pub struct ProcessJit {
-    pub name: String,
-    pub runtime: Runtime,
+struct ProcessJit {
+    name: String,
+    runtime: Runtime,
     map: MapState,
     /// The HotSpot attach, when one was made.
-    pub attach: Option<Result<(), AttachError>>,
+    attach: Option<Result<(), AttachError>>,
     /// HotSpot: started with `-XX:+PreserveFramePointer`.
-    pub preserves_fp: Option<bool>,
+    preserves_fp: Option<bool>,
 }
 
 impl ProcessJit {
@@ -282,11 +289,6 @@ pub struct JitMaps {
 }
 
 impl JitMaps {
-    /// What was found for each tracked process.
-    pub fn processes(&self) -> impl Iterator<Item = (u32, &ProcessJit)> {
-        self.procs.iter().map(|(&pid, p)| (pid, p))
-    }
-
     /// Hands every map read to the symbolizer, with its runtime's
     /// language.
     pub fn install(&mut self, symbolizer: &mut Symbolizer) {
@@ -338,5 +340,106 @@ impl JitMaps {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ProcessTable;
+    use crate::profile::{units, FrameKind, Labels, Meta, ValueType};
+
+    /// A profile of `pid`: 3 samples with an unnamed JIT frame, 1 without.
+    fn profile_of(pid: u32) -> Profile {
+        let mut p = Profile::new(
+            vec![ValueType::new("samples", units::COUNT)],
+            Meta::default(),
+        );
+        let main = p.intern_named(FrameKind::User, "main");
+        let anon = p.intern_named(FrameKind::User, "[anon]+0x10");
+        let labels = Labels {
+            pid: Some(pid),
+            ..Labels::default()
+        };
+        p.add(labels.clone(), vec![main, anon], &[3]);
+        p.add(labels, vec![main], &[1]);
+        p
+    }
+
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn reads_a_live_process_map_at_the_end_and_explains_what_is_missing() {
+        let pid = std::process::id();
+        let path = format!("/tmp/perf-{pid}.map");
+        let _cleanup = Remove(path.clone());
+        let _ = std::fs::remove_file(&path);
+        let mut table = ProcessTable::new();
+        let info = table.get(pid);
+        let name = info.name.clone();
+
+        let mut tracker = JitTracker::new();
+        tracker.track(pid, info);
+        assert!(tracker.is_tracked(pid));
+        tracker.poll_exits();
+        let maps = tracker.finish(&JitOptions::default());
+        assert!(maps.warnings().is_empty());
+        assert_eq!(
+            maps.quality_lines(&profile_of(pid)),
+            [format!(
+                "unnamed JIT frames in 75.0% of the samples of pid {pid} ({name}): no perf map \
+                 (/proc/{pid}/root/tmp/perf-{pid}.map)"
+            )]
+        );
+
+        std::fs::write(&path, "1000 100 JS:*fib /app/a.js:3:7\n").unwrap();
+        let mut tracker = JitTracker::new();
+        tracker.track(pid, table.get(pid));
+        let mut maps = tracker.finish(&JitOptions::default());
+        let mut symbolizer = Symbolizer::new();
+        maps.install(&mut symbolizer);
+        symbolizer.prepare_jit(pid, &[0x1010, 0x2000]);
+        let line = symbolizer.jit(pid, 0x1010).expect("named from the map");
+        assert_eq!(line.function, "fib /app/a.js:3");
+        assert_eq!(symbolizer.jit(pid, 0x2000), None);
+        let lines = maps.quality_lines(&profile_of(pid));
+        assert!(lines[0].contains("does not name that code"), "{lines:?}");
+    }
+
+    #[test]
+    fn reads_the_map_when_the_process_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let path = format!("/tmp/perf-{pid}.map");
+        let _cleanup = Remove(path.clone());
+        std::fs::write(&path, "0x1000 0x100 long Main.hot(int)\n").unwrap();
+        let mut table = ProcessTable::new();
+        let mut tracker = JitTracker::new();
+        tracker.track(pid, table.get(pid));
+        tracker.poll_exits();
+        assert!(tracker.procs[&pid].at_exit.is_none(), "still running");
+        child.wait().unwrap();
+        tracker.poll_exits();
+        assert!(tracker.procs[&pid].exited);
+        // Gone by the end: the map read at the exit is the one used.
+        std::fs::remove_file(&path).unwrap();
+        let mut maps = tracker.finish(&JitOptions::default());
+        let mut symbolizer = Symbolizer::new();
+        maps.install(&mut symbolizer);
+        symbolizer.prepare_jit(pid, &[0x1080]);
+        let line = symbolizer
+            .jit(pid, 0x1080)
+            .expect("named from the map read at exit");
+        // An unknown runtime: the name's shape says Java.
+        assert_eq!(line.function, "Main.hot");
+        assert_eq!(line.system_name.as_deref(), Some("long Main.hot(int)"));
     }
 }
