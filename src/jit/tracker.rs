@@ -158,6 +158,7 @@ impl JitTracker {
     /// process that exited keeps the map read at its exit (a read now
     /// could find another process's map under a reused pid).
     pub fn finish(mut self, opts: &JitOptions) -> JitMaps {
+        let started = std::time::Instant::now();
         self.poll_exits();
         let mut todo: Vec<(u32, Tracked)> = self.procs.into_iter().collect();
         todo.sort_by_key(|(pid, _)| *pid);
@@ -182,6 +183,15 @@ impl JitTracker {
             });
             procs.extend(done);
         }
+        log::info!(
+            "perf maps of {} processes read in {} ms ({} JVMs asked)",
+            procs.len(),
+            started.elapsed().as_millis(),
+            procs
+                .values()
+                .filter(|p: &&ProcessJit| p.attach.is_some())
+                .count()
+        );
         JitMaps { procs }
     }
 }
