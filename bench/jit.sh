@@ -60,7 +60,7 @@ fp_ms=$(sed -n 's/.*output written \([0-9]*\) ms after recording stopped.*/\1/p'
 fp_rss=$(awk '{print int($2 / 1024)}' "$out/fp.time")
 fp_jit_ms=$(sed -n 's/.*perf maps of .* read in \([0-9]*\) ms.*/\1/p' "$out/flameprobe.log")
 # inferno shows JIT frames without their `_[j]` suffix (it colours them).
-fp_named=$(grep -c '<title>JitSplit\.' "$out/flameprobe.svg" || true)
+fp_named=$(grep -o '<title>JitSplit\.' "$out/flameprobe.svg" | wc -l)
 
 # perf, machine-wide, then its post-processing.
 rm -f "/tmp/perf-$jvm.map"
