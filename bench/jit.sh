@@ -35,6 +35,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	for p in "${pids[@]}"; do rm -f "/tmp/perf-$p.map"; done
 }
 trap cleanup EXIT
 
@@ -44,7 +45,9 @@ life=$((secs * 2 + 120))
 java -XX:+PreserveFramePointer -cp "$out/classes" JitSplit "$life" >"$out/jvm.out" &
 jvm=$!
 pids+=("$jvm")
-node --perf-basic-prof tests/targets/jit_split.js "$life" >"$out/node.out" &
+# In $out: node writes an isolate-*-v8.log into its working directory.
+script=$PWD/tests/targets/jit_split.js
+(cd "$out" && exec node --perf-basic-prof "$script" "$life" >node.out) &
 pids+=("$!")
 "$out/workload" "$life" >/dev/null &
 pids+=("$!")
