@@ -241,7 +241,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

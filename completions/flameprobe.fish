@@ -68,6 +68,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l no-thre
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l reverse -d 'Draw an icicle graph (root at the top) in the SVG'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s q -l quiet -d 'No progress line and no summary on stderr'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l bpf-stats -d 'Report the BPF program\'s average run time per sample (its overhead on the profiled CPUs) in the summary'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l no-jit-attach -d 'Do not ask Java VMs (HotSpot, JDK 17+) for their perf map at the end of the recording (it costs each JVM a safepoint); a map they already wrote is still read'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l focus -d 'Keep only stacks with a frame matching this regular expression' -r

@@ -175,6 +175,11 @@ pub struct RecordArgs {
     /// on the profiled CPUs) in the summary.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Do not ask Java VMs (HotSpot, JDK 17+) for their perf map at the end
+    /// of the recording (it costs each JVM a safepoint); a map they already
+    /// wrote is still read.
+    #[arg(long)]
+    pub no_jit_attach: bool,
     /// Command to launch and profile (with its children) until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -467,6 +472,7 @@ impl RecordArgs {
             memleak,
             offcpu,
             only_threads,
+            jit_attach: !self.no_jit_attach,
         })
     }
 }

@@ -43,6 +43,9 @@ pub struct RecordConfig {
     pub offcpu: OffcpuOptions,
     /// Only these threads of the targets (--tid, --thread).
     pub only_threads: Option<ThreadSelection>,
+    /// Ask HotSpot JVMs for their perf maps at the end (`--no-jit-attach`
+    /// turns it off).
+    pub jit_attach: bool,
 }
 
 /// Everything `convert` needs.

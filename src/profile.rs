@@ -171,9 +171,15 @@ pub enum FrameKind {
 /// One source-level function at a location.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Line {
+    /// The name flame graphs show (for JIT code, the cleaned name:
+    /// `JitHot.fib`).
     pub function: String,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// The full name when it differs from `function` (pprof's
+    /// `system_name`): a JIT frame's name as its runtime wrote it, with
+    /// signature or tier (`long JitHot.fib(int)`).
+    pub system_name: Option<String>,
 }
 
 impl Line {
@@ -182,6 +188,7 @@ impl Line {
             function: function.into(),
             file: None,
             line: None,
+            system_name: None,
         }
     }
 }

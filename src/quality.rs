@@ -98,6 +98,30 @@ pub fn assess(profile: &Profile) -> StackQuality {
     q
 }
 
+/// Per process (pid label): samples with at least one unnamed frame in
+/// anonymous memory (JIT code left `[anon]+0x...`), and all its samples
+/// with a user stack.
+pub fn unnamed_jit_by_pid(profile: &Profile) -> BTreeMap<u32, (u64, u64)> {
+    let events = profile.events_index();
+    let mut out: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    for stack in &profile.stacks {
+        let Some(pid) = stack.labels.pid else {
+            continue;
+        };
+        let locs = || stack.locations.iter().map(|&l| &profile.locations[l]);
+        if !locs().any(|l| matches!(l.kind, FrameKind::User | FrameKind::Jit)) {
+            continue;
+        }
+        let count = stack.values[events];
+        let e = out.entry(pid).or_default();
+        e.1 += count;
+        if locs().any(|l| unsymbolized_module(profile, l).is_some_and(|m| m.starts_with("[anon"))) {
+            e.0 += count;
+        }
+    }
+    out
+}
+
 /// The binary of a frame that was not symbolized (its name is the
 /// `module+0xoffset` fallback), if it was not.
 fn unsymbolized_module(profile: &Profile, l: &Location) -> Option<String> {
@@ -187,5 +211,33 @@ mod tests {
         assert!(text.contains("60.0% of user stacks reached"), "{text}");
         assert!(text.contains("30.0% truncated"), "{text}");
         assert!(text.contains("libfoo.so 30.0%"), "{text}");
+    }
+
+    #[test]
+    fn counts_unnamed_jit_frames_per_process() {
+        let mut p = Profile::new(
+            vec![ValueType::new("samples", units::COUNT)],
+            Meta::default(),
+        );
+        let anon = p.intern_named(FrameKind::User, "[anon]+0x1f0");
+        let named_anon = p.intern_named(FrameKind::User, "[anon:v8]+0x10");
+        let vdso = p.intern_named(FrameKind::User, "[vdso]+0x10");
+        let jit = p.intern_named(FrameKind::Jit, "JitHot.fib");
+        let main = p.intern_named(FrameKind::User, "main");
+        let k = p.intern_named(FrameKind::Kernel, "schedule");
+        let pid = |n| Labels {
+            pid: Some(n),
+            ..Labels::default()
+        };
+        p.add(pid(1), vec![main, anon, anon], &[3]);
+        p.add(pid(1), vec![main, jit], &[5]);
+        p.add(pid(1), vec![k], &[7]); // no user stack
+        p.add(pid(2), vec![main, named_anon], &[1]);
+        p.add(pid(2), vec![main, vdso], &[1]);
+        p.add(Labels::default(), vec![main, anon], &[9]); // no pid
+        let by_pid = unnamed_jit_by_pid(&p);
+        assert_eq!(by_pid.get(&1), Some(&(3, 8)));
+        assert_eq!(by_pid.get(&2), Some(&(1, 2)));
+        assert_eq!(by_pid.len(), 2);
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::jit::tracker::JitTracker;
 use crate::process::{FileKey, ModuleFile, ProcessTable};
 use crate::profile::{FrameKind, Labels, Line, Location, Meta, Module, Profile, ValueType};
 use crate::symbolize::Symbolizer;
@@ -58,6 +59,9 @@ pub struct StackCollector {
     /// Values per stack, one per sample type of the recording.
     stacks: HashMap<RawStack, Vec<u64>>,
     modules: BTreeMap<FileKey, ModuleSeen>,
+    /// Processes seen running JIT code (frames in anonymous executable
+    /// memory), for their perf maps.
+    pub jit: JitTracker,
 }
 
 impl StackCollector {
@@ -95,12 +99,23 @@ impl StackCollector {
                 });
                 UserFrame::File { key, offset }
             }
-            None => UserFrame::Pseudo {
-                pid,
-                name: mapping.entry.path.clone(),
-                offset: addr - mapping.entry.start,
-                addr,
-            },
+            None => {
+                let frame = UserFrame::Pseudo {
+                    pid,
+                    name: mapping.entry.path.clone(),
+                    offset: addr - mapping.entry.start,
+                    addr,
+                };
+                if mapping.entry.executable
+                    && is_anonymous(&mapping.entry.path)
+                    && !self.jit.is_tracked(pid)
+                {
+                    if let Some(info) = self.table.process(pid) {
+                        self.jit.track(pid, info);
+                    }
+                }
+                frame
+            }
         }
     }
 
@@ -134,15 +149,25 @@ impl StackCollector {
     ) -> Profile {
         let mut kernel_addrs = Vec::new();
         let mut offsets: BTreeMap<FileKey, Vec<u64>> = BTreeMap::new();
+        let mut jit_addrs: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for stack in self.stacks.keys() {
             kernel_addrs.extend_from_slice(&stack.kernel);
             for frame in &stack.user {
-                if let UserFrame::File { key, offset } = frame {
-                    offsets.entry(*key).or_default().push(*offset);
+                match frame {
+                    UserFrame::File { key, offset } => {
+                        offsets.entry(*key).or_default().push(*offset);
+                    }
+                    UserFrame::Pseudo {
+                        pid, name, addr, ..
+                    } if is_anonymous(name) => jit_addrs.entry(*pid).or_default().push(*addr),
+                    _ => {}
                 }
             }
         }
         symbolizer.prepare_kernel(&kernel_addrs);
+        for (pid, addrs) in &jit_addrs {
+            symbolizer.prepare_jit(*pid, addrs);
+        }
         for (key, offs) in &offsets {
             if let Some(seen) = self.modules.get(key) {
                 symbolizer.prepare_module(&seen.file, offs);
@@ -215,8 +240,19 @@ fn user_location(
             }
         }
         UserFrame::Pseudo {
-            name, offset, addr, ..
+            pid,
+            name,
+            offset,
+            addr,
         } => {
+            if let Some(line) = symbolizer.jit(*pid, *addr) {
+                return Location {
+                    kind: FrameKind::Jit,
+                    module: None,
+                    address: *addr,
+                    lines: vec![line.clone()],
+                };
+            }
             let label = if name.is_empty() { "[anon]" } else { name };
             Location {
                 kind: FrameKind::User,
@@ -232,6 +268,13 @@ fn user_location(
             lines: vec![Line::named(format!("[unmapped]+{addr:#x}"))],
         },
     }
+}
+
+/// A mapping without a file that may hold JIT code: anonymous, or named
+/// with `prctl(PR_SET_VMA_ANON_NAME)` (`[anon:NAME]`); not `[vdso]`,
+/// `[stack]` or `[heap]`.
+fn is_anonymous(path: &str) -> bool {
+    path.is_empty() || path.starts_with("[anon:")
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The one symbolization layer: kernel addresses (kallsyms) and user
-//! addresses normalized to (binary, file offset), both through blazesym.
+//! addresses normalized to (binary, file offset), both through blazesym,
+//! and JIT code (addresses in a process's anonymous executable memory)
+//! through that process's perf map, its names cleaned by `jit::names`.
 //!
 //! Callers gather every address first and symbolize once per binary, after
 //! the recording; results are cached, so an address is looked up once.
@@ -10,14 +12,20 @@ use std::sync::Arc;
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 
+use crate::jit::names::{self, Language};
+use crate::jit::perfmap::{NameId, PerfMap};
 use crate::process::{FileKey, ModuleFile};
 use crate::profile::Line;
 
-/// Symbolizes kernel and user addresses.
+/// Symbolizes kernel, user and JIT addresses.
 pub struct Symbolizer {
     blaze: Blaze,
     kernel: HashMap<u64, Option<Vec<Line>>>,
     user: HashMap<(FileKey, u64), Option<Vec<Line>>>,
+    /// Perf maps by pid, with the language of their runtime.
+    perf_maps: HashMap<u32, (PerfMap, Language)>,
+    /// JIT addresses by (pid, address).
+    jit: HashMap<(u32, u64), Option<Line>>,
 }
 
 impl Default for Symbolizer {
@@ -36,6 +44,42 @@ impl Symbolizer {
                 .build(),
             kernel: HashMap::new(),
             user: HashMap::new(),
+            perf_maps: HashMap::new(),
+            jit: HashMap::new(),
+        }
+    }
+
+    /// Learns the perf map of process `pid`, whose names are in `language`
+    /// (`Language::Unknown`: their shape decides).
+    pub fn add_perf_map(&mut self, pid: u32, map: PerfMap, language: Language) {
+        self.jit.retain(|(p, _), _| *p != pid);
+        self.perf_maps.insert(pid, (map, language));
+    }
+
+    /// Names addresses in JIT code of `pid` (anonymous executable memory)
+    /// from its perf map, in one batch; each name is cleaned once.
+    pub fn prepare_jit(&mut self, pid: u32, addrs: &[u64]) {
+        let todo = missing(addrs, |a| self.jit.contains_key(&(pid, *a)));
+        if todo.is_empty() {
+            return;
+        }
+        let map = self.perf_maps.get(&pid);
+        let mut cleaned: HashMap<NameId, Line> = HashMap::new();
+        for addr in todo {
+            let line = map.and_then(|(map, language)| {
+                let sym = map.lookup(addr)?;
+                let line = cleaned.entry(sym.id).or_insert_with(|| {
+                    let name = names::clean(sym.name, *language);
+                    Line {
+                        system_name: (name.system != name.display).then_some(name.system),
+                        function: name.display,
+                        file: None,
+                        line: None,
+                    }
+                });
+                Some(line.clone())
+            });
+            self.jit.insert((pid, addr), line);
         }
     }
 
@@ -88,6 +132,11 @@ impl Symbolizer {
     pub fn user(&self, key: FileKey, offset: u64) -> Option<&[Line]> {
         self.user.get(&(key, offset)).and_then(|l| l.as_deref())
     }
+
+    /// The JIT function at `addr` of `pid` (after [`prepare_jit`](Self::prepare_jit)).
+    pub fn jit(&self, pid: u32, addr: u64) -> Option<&Line> {
+        self.jit.get(&(pid, addr)).and_then(Option::as_ref)
+    }
 }
 
 fn missing(addrs: &[u64], known: impl Fn(&u64) -> bool) -> Vec<u64> {
@@ -118,6 +167,7 @@ fn to_lines(sym: &Symbolized<'_>) -> Option<Vec<Line>> {
                 function: inl.name.to_string(),
                 file,
                 line,
+                system_name: None,
             }
         })
         .collect();
@@ -126,6 +176,7 @@ fn to_lines(sym: &Symbolized<'_>) -> Option<Vec<Line>> {
         function: sym.name.to_string(),
         file,
         line,
+        system_name: None,
     });
     Some(lines)
 }
@@ -152,5 +203,34 @@ mod tests {
         sym.prepare_module(&module, &[off]);
         let lines = sym.user(module.key, off).expect("symbol found");
         assert_eq!(lines[0].function, "flameprobe_symbolize_probe_fn");
+    }
+
+    #[test]
+    fn names_jit_addresses_from_perf_maps_per_process() {
+        let mut sym = Symbolizer::new();
+        let java = PerfMap::parse(b"0x1000 0x100 long JitHot.fib(int)\n0x2000 0x80 Interpreter\n");
+        sym.add_perf_map(7, java, Language::Java);
+        let node = PerfMap::parse(b"1000 40 JS:*fibJs /app/main.js:6:15\n");
+        sym.add_perf_map(8, node, Language::JavaScript);
+        sym.prepare_jit(7, &[0x1000, 0x10ff, 0x2010, 0x3000]);
+        sym.prepare_jit(8, &[0x1010]);
+        sym.prepare_jit(9, &[0x1010]);
+        let fib = sym.jit(7, 0x10ff).expect("fib");
+        assert_eq!(fib.function, "JitHot.fib");
+        assert_eq!(fib.system_name.as_deref(), Some("long JitHot.fib(int)"));
+        let interp = sym.jit(7, 0x2010).expect("interpreter");
+        assert_eq!(
+            (interp.function.as_str(), interp.system_name.as_deref()),
+            ("Interpreter", None)
+        );
+        assert_eq!(sym.jit(7, 0x3000), None, "not in the map");
+        assert_eq!(sym.jit(7, 0x1100), None, "not prepared");
+        let js = sym.jit(8, 0x1010).expect("fibJs");
+        assert_eq!(js.function, "fibJs /app/main.js:6");
+        assert_eq!(
+            js.system_name.as_deref(),
+            Some("JS:*fibJs /app/main.js:6:15")
+        );
+        assert_eq!(sym.jit(9, 0x1010), None, "no map for that pid");
     }
 }

@@ -270,10 +270,12 @@ fn convert(p: &proto::Profile) -> Result<Profile, String> {
                 )
             })?;
             let file = s(f.filename)?;
+            let (name, system) = (s(f.name)?, s(f.system_name)?);
             lines.push(Line {
-                function: s(f.name)?.to_string(),
+                function: name.to_string(),
                 file: (!file.is_empty()).then(|| file.to_string()),
                 line: u32::try_from(line.line).ok().filter(|&l| l > 0),
+                system_name: (!system.is_empty() && system != name).then(|| system.to_string()),
             });
         }
         if lines.is_empty() {
@@ -405,6 +407,7 @@ mod tests {
                     function: "inner".into(),
                     file: Some("a.c".into()),
                     line: Some(3),
+                    system_name: None,
                 },
                 Line::named("outer"),
             ],
@@ -425,8 +428,20 @@ mod tests {
             pod: Some("web-1".into()),
             namespace: Some("shop".into()),
         };
+        let jit = p.intern_location(Location {
+            kind: FrameKind::Jit,
+            module: None,
+            address: 0x7f00_0000_1000,
+            lines: vec![Line {
+                function: "JitHot.fib".into(),
+                file: None,
+                line: None,
+                system_name: Some("long JitHot.fib(int)".into()),
+            }],
+        });
         p.period = Some((cpu, 10_101_010));
         p.add(labels.clone(), vec![user, k], &[4, 40_404_040]);
+        p.add(labels.clone(), vec![user, jit], &[1, 10_101_010]);
         let bytes = writer::encode(&p).encode_to_vec();
         let back = parse("t.pb", &bytes, false).unwrap();
         assert_eq!(back.sample_types, p.sample_types);
@@ -435,7 +450,10 @@ mod tests {
         assert_eq!(back.meta.target, "pid 7");
         assert_eq!(back.meta.frequency, Some(99));
         assert_eq!(back.meta.lost, 2);
-        assert_eq!(back.stacks.len(), 1);
+        assert_eq!(back.stacks.len(), 2);
+        // A JIT frame keeps its kind, address, display and system names.
+        let j = &back.locations[*back.stacks[1].locations.last().unwrap()];
+        assert_eq!(j, &p.locations[jit]);
         let s = &back.stacks[0];
         assert_eq!(s.values, [4, 40_404_040]);
         assert_eq!(s.labels, labels);

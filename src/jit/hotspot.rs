@@ -127,10 +127,17 @@ pub fn parse_release(text: &str) -> Option<JavaVersion> {
 }
 
 /// Whether the JVM's options turn the attach mechanism off
-/// (`-XX:+DisableAttachMechanism`; the last setting wins, in HotSpot's
-/// order: `JAVA_TOOL_OPTIONS`, `JDK_JAVA_OPTIONS`, the command line,
-/// `_JAVA_OPTIONS`). Arguments after the main class are the program's.
+/// (`-XX:+DisableAttachMechanism`).
 pub fn attach_disabled(cmdline: &[u8], environ: &[u8]) -> bool {
+    bool_flag(cmdline, environ, "DisableAttachMechanism").unwrap_or(false)
+}
+
+/// The setting of boolean `-XX:` flag `name` in a JVM's options, `None`
+/// when they do not set it. The last setting wins, in HotSpot's order:
+/// `JAVA_TOOL_OPTIONS`, `JDK_JAVA_OPTIONS`, the command line,
+/// `_JAVA_OPTIONS`. Arguments after the main class are the program's.
+/// (`@argfiles` and `-XX:Flags=` files are not read.)
+pub fn bool_flag(cmdline: &[u8], environ: &[u8], name: &str) -> Option<bool> {
     let env = |name: &str| -> Vec<String> {
         environ
             .split(|&b| b == 0)
@@ -147,15 +154,27 @@ pub fn attach_disabled(cmdline: &[u8], environ: &[u8]) -> bool {
     options.extend(env("JDK_JAVA_OPTIONS"));
     options.extend(launcher_options(cmdline));
     options.extend(env("_JAVA_OPTIONS"));
-    options
-        .iter()
-        .rev()
-        .find_map(|o| match o.as_str() {
-            "-XX:+DisableAttachMechanism" => Some(true),
-            "-XX:-DisableAttachMechanism" => Some(false),
+    options.iter().rev().find_map(|o| {
+        let setting = o.strip_prefix("-XX:")?;
+        let (sign, flag) = setting.split_at_checked(1)?;
+        if flag != name {
+            return None;
+        }
+        match sign {
+            "+" => Some(true),
+            "-" => Some(false),
             _ => None,
-        })
-        .unwrap_or(false)
+        }
+    })
+}
+
+/// Whether JVM `pid` was started with `-XX:+PreserveFramePointer`, which
+/// makes its compiled code keep frame pointers (without it, stacks through
+/// JIT code are cut short); `None` when its options cannot be read.
+pub fn preserves_frame_pointer(pid: u32) -> Option<bool> {
+    let cmdline = read_proc_limited(pid, "cmdline").ok()?;
+    let environ = read_proc_limited(pid, "environ").unwrap_or_default();
+    Some(bool_flag(&cmdline, &environ, "PreserveFramePointer").unwrap_or(false))
 }
 
 /// The JVM options of a `java` launcher command line: from the second
@@ -834,6 +853,22 @@ mod tests {
             &cmd(&["java", "-XX:-DisableAttachMechanism", "Main"]),
             env2
         ));
+        let fp = "PreserveFramePointer";
+        let java = cmd(&["java", "-XX:+PreserveFramePointer", "-cp", "x", "Main"]);
+        assert_eq!(bool_flag(&java, b"", fp), Some(true));
+        assert_eq!(
+            bool_flag(&java, b"_JAVA_OPTIONS=-XX:-PreserveFramePointer\0", fp),
+            Some(false)
+        );
+        assert_eq!(bool_flag(&cmd(&["java", "Main"]), b"", fp), None);
+        assert_eq!(
+            bool_flag(
+                &cmd(&["java", "-XX:+PreserveFramePointers", "Main"]),
+                b"",
+                fp
+            ),
+            None
+        );
     }
 
     #[test]

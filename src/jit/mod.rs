@@ -1,9 +1,10 @@
 //! Names for JIT-compiled code (Java, JavaScript, Python), which has no
 //! file behind it and shows as `[anon]+0x...` otherwise.
 //!
-//! The building blocks, and how the recording is meant to use them:
+//! The building blocks, and how the recording uses them (the recording's
+//! side is [`tracker`]):
 //!
-//! 1. At first sight of a process (when its snapshot is taken):
+//! 1. At a process's first sample in anonymous executable memory:
 //!    [`runtime::Runtime::detect`] says which runtime it is, and
 //!    [`perfmap::PerfMapSource::open`] captures where its perf map is (its
 //!    root and its pid as it sees itself), so the map can be read even after
@@ -15,8 +16,9 @@
 //!    samples in anonymous executable memory, once (it costs the JVM a
 //!    safepoint), unless `--no-jit-attach`: [`hotspot::write_perf_map`];
 //!    an error is one warning line (its text names the pid and what to do).
-//!    Then, for every process, `source.read()`; a read at the end replaces
-//!    the one taken at exit only if it succeeds.
+//!    Then, for every live process, `source.read()`; a process that
+//!    exited keeps the map read at its exit (a read at the end could find
+//!    another process's map under a reused pid).
 //! 4. Symbolization: an address in an anonymous (or `[anon:...]`)
 //!    executable mapping is looked up with [`perfmap::PerfMap::lookup`];
 //!    file-backed mappings keep their ELF symbols (Node lists its embedded
@@ -32,3 +34,4 @@ pub mod hotspot;
 pub mod names;
 pub mod perfmap;
 pub mod runtime;
+pub mod tracker;

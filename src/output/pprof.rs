@@ -260,7 +260,7 @@ pub fn encode(profile: &Profile) -> proto::Profile {
         });
     }
     let mut synthetic: HashMap<&str, usize> = HashMap::new();
-    let mut functions: HashMap<(&str, Option<&str>), u64> = HashMap::new();
+    let mut functions: HashMap<(&str, Option<&str>, Option<&str>), u64> = HashMap::new();
     for (i, loc) in profile.locations.iter().enumerate() {
         let (mapping, address) = match (loc.module, loc.kind) {
             (Some(m), _) => {
@@ -313,7 +313,11 @@ pub fn encode(profile: &Profile) -> proto::Profile {
         }
         let mut lines = Vec::with_capacity(loc.lines.len());
         for line in &loc.lines {
-            let key = (line.function.as_str(), line.file.as_deref());
+            let key = (
+                line.function.as_str(),
+                line.system_name.as_deref(),
+                line.file.as_deref(),
+            );
             let id = match functions.get(&key) {
                 Some(&id) => id,
                 None => {
@@ -322,7 +326,7 @@ pub fn encode(profile: &Profile) -> proto::Profile {
                     out.function.push(proto::Function {
                         id,
                         name,
-                        system_name: name,
+                        system_name: line.system_name.as_deref().map_or(name, |s| strings.get(s)),
                         filename: strings.get(line.file.as_deref().unwrap_or("")),
                         start_line: 0,
                     });
@@ -457,6 +461,7 @@ mod tests {
                 function: "main".into(),
                 file: Some("app.c".into()),
                 line: Some(10),
+                system_name: None,
             }],
         });
         let inl = p.intern_location(Location {

@@ -130,6 +130,7 @@ impl<'obj> CpuPart<'obj> {
 
     pub fn poll(&mut self, until: Instant) {
         self.probe.poll_until(until);
+        self.collector.borrow().stacks.borrow_mut().jit.poll_exits();
     }
 
     pub fn stats(&self) -> CpuStats {
@@ -240,6 +241,7 @@ impl Recorder for CpuRecorder<'_> {
                 notes: out.notes,
                 list_stacks: false,
                 truncation_hint: out.truncation_hint,
+                ..SummaryInfo::default()
             },
             when_empty: WhenEmpty::Error(format!(
                 "no samples were recorded from {} in {:.1}s: it did not run on a CPU \

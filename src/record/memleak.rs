@@ -127,6 +127,7 @@ impl Recorder for MemleakRecorder<'_> {
     fn poll(&mut self, until: Instant) {
         self.probe.poll_until(until);
         let mut b = self.book.borrow_mut();
+        b.stacks.jit.poll_exits();
         self.unwind
             .sync_all(&self.probe.unwind_maps(), &mut b.stacks.table);
         for pid in std::mem::take(&mut b.stopped) {
@@ -209,6 +210,7 @@ impl Recorder for MemleakRecorder<'_> {
                 list_stacks: true,
                 // The in-kernel unwinder's depth is fixed.
                 truncation_hint: None,
+                ..SummaryInfo::default()
             },
             when_empty: WhenEmpty::Note(format!(
                 "nothing outstanding: every allocation {target} made during the {:.1}s \

@@ -25,6 +25,7 @@ use libbpf_rs::OpenObject;
 use crate::config::{ProbeKind, RecordConfig};
 use crate::container::members::ContainerWatch;
 use crate::container::{self, Container};
+use crate::jit::tracker::JitOptions;
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::check_bpf_support;
 use crate::probe::targets::TargetMaps;
@@ -94,6 +95,8 @@ pub(crate) struct SummaryInfo {
     /// What would give longer stacks where some were truncated (only when
     /// something would).
     pub truncation_hint: Option<String>,
+    /// Lines after the stack quality (JIT frames left unnamed, and why).
+    pub quality_notes: Vec<String>,
 }
 
 /// A recording that collected nothing.
@@ -403,11 +406,19 @@ fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -
         lost: collected.lost,
         probe: Some(config.probe),
     };
+    let mut stacks = collected.stacks;
+    let jit_options = JitOptions {
+        attach: config.jit_attach,
+        ..JitOptions::default()
+    };
+    let mut jit = std::mem::take(&mut stacks.jit).finish(&jit_options);
     let mut symbolizer = Symbolizer::new();
-    let mut profile = collected
-        .stacks
-        .into_profile(collected.sample_types, meta, &mut symbolizer);
+    jit.install(&mut symbolizer);
+    let mut profile = stacks.into_profile(collected.sample_types, meta, &mut symbolizer);
     profile.period = collected.period;
+    let mut summary_info = collected.summary;
+    summary_info.notes.extend(jit.warnings());
+    summary_info.quality_notes = jit.quality_lines(&profile);
 
     let opts = WriteOptions {
         svg: config.svg.clone(),
@@ -424,12 +435,7 @@ fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -
     if !config.quiet && !profile.stacks.is_empty() {
         eprint!(
             "{}",
-            summary(
-                &profile,
-                &collected.summary,
-                config.format,
-                &config.destination
-            )
+            summary(&profile, &summary_info, config.format, &config.destination)
         );
     }
     print_report(&profile, config)
@@ -563,6 +569,9 @@ pub(crate) fn summary(
     let mut quality = crate::quality::assess(profile);
     quality.truncation_hint = info.truncation_hint.clone();
     out.push_str(&quality.to_string());
+    for note in &info.quality_notes {
+        out.push_str(&format!("  {note}\n"));
+    }
     match dest {
         Destination::Stdout => out.push_str(&format!(
             "  wrote {} to standard output\n",

@@ -158,6 +158,7 @@ impl<'obj> OffcpuPart<'obj> {
 
     pub fn poll(&mut self, until: Instant) {
         self.probe.poll_until(until);
+        self.book.borrow().stacks.borrow_mut().jit.poll_exits();
         let Some(unwind) = &mut self.unwind else {
             return;
         };
@@ -356,6 +357,7 @@ impl Recorder for OffcpuRecorder<'_> {
                 notes: out.notes,
                 list_stacks: false,
                 truncation_hint: None,
+                ..SummaryInfo::default()
             },
             when_empty: WhenEmpty::Error(format!(
                 "no thread of {} was off the CPU for {} or more in {:.1}s",

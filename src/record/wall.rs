@@ -97,6 +97,7 @@ impl Recorder for WallRecorder<'_> {
                 notes,
                 list_stacks: false,
                 truncation_hint: on.truncation_hint,
+                ..SummaryInfo::default()
             },
             when_empty: WhenEmpty::Error(format!(
                 "nothing was recorded from {} in {:.1}s",

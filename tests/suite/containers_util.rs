@@ -142,6 +142,18 @@ impl Podman {
         pod: Option<&PodGuard>,
         cmd: &[&str],
     ) -> ContainerGuard<'_> {
+        self.run_with(name, image, pod, &[], cmd)
+    }
+
+    /// [`run`](Self::run) with more `podman run` options (`-v` mounts...).
+    pub fn run_with(
+        &self,
+        name: &str,
+        image: &str,
+        pod: Option<&PodGuard>,
+        options: &[&str],
+        cmd: &[&str],
+    ) -> ContainerGuard<'_> {
         let name = unique(name);
         let guard = ContainerGuard {
             podman: self,
@@ -153,6 +165,7 @@ impl Podman {
         } else {
             args.extend(["--network", "none"]);
         }
+        args.extend(options);
         args.push(image);
         args.extend(cmd);
         let id = self.ok(&args);

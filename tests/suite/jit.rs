@@ -22,7 +22,7 @@ use crate::util::*;
 /// A program that prints "ready" on stdout when it is warm and ends when
 /// its stdin says "exit" or closes. Killed when dropped; the perf map it
 /// may have left in the host's /tmp is removed.
-struct Program {
+pub(crate) struct Program {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
@@ -31,7 +31,7 @@ struct Program {
 }
 
 impl Program {
-    fn start(cmd: &mut Command) -> Program {
+    pub(crate) fn start(cmd: &mut Command) -> Program {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -57,11 +57,11 @@ impl Program {
         p
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn wait_for(&mut self, prefix: &str, limit: Duration) {
+    pub(crate) fn wait_for(&mut self, prefix: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -81,8 +81,14 @@ impl Program {
         }
     }
 
+    /// Kills it now (for programs that do not read their stdin).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Asks it to exit, waits, and returns all it printed.
-    fn finish(&mut self) -> Vec<String> {
+    pub(crate) fn finish(&mut self) -> Vec<String> {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.write_all(b"exit\n");
         }
@@ -546,7 +552,7 @@ fn node_perf_map_names_script_functions() {
 }
 
 /// The newest Python 3.12 under ~/.pyenv/versions, if any.
-fn python312() -> Option<PathBuf> {
+pub(crate) fn python312() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from)?;
     let mut found: Vec<PathBuf> = std::fs::read_dir(home.join(".pyenv/versions"))
         .ok()?

@@ -10,6 +10,7 @@ mod containers;
 mod containers_util;
 mod convert;
 mod jit;
+mod jit_record;
 mod memleak;
 mod offcpu;
 mod pprof_go;
