@@ -96,6 +96,29 @@ impl Mapping {
     }
 }
 
+/// What the kernel reports about processes' executable mappings as they
+/// happen (perf's mmap, fork and exec records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapEvent {
+    /// Process `pid` mapped part of a file executable.
+    Mmap { pid: u32, entry: MapEntry },
+    /// Process `pid` was forked from `ppid` (a copy of its maps).
+    Fork { pid: u32, ppid: u32 },
+    /// Process `pid` exec'd a new program (its maps start over).
+    Exec { pid: u32 },
+}
+
+/// Where [`MapEvent`]s come from (the kernel's perf records, in
+/// `probe::mmaps`).
+pub trait MapEventSource {
+    /// Hands every event since the last call to `f`; returns how many the
+    /// source lost.
+    fn drain(&mut self, f: &mut dyn FnMut(MapEvent)) -> u64;
+}
+
+/// Most processes whose mappings are kept from events.
+const MAX_LOGGED: usize = 100_000;
+
 /// What flameprobe knows about one process.
 #[derive(Debug, Default)]
 pub struct ProcessInfo {
@@ -126,6 +149,12 @@ impl ProcessInfo {
 pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
     files: HashMap<FileKey, Arc<ModuleFile>>,
+    /// The executable mappings of processes as the kernel reported them
+    /// ([`MapEvent`]s), for processes gone before their maps were read.
+    logged: HashMap<u32, Vec<MapEntry>>,
+    events: Option<Box<dyn MapEventSource>>,
+    /// Events the source lost.
+    pub events_lost: u64,
     /// Counter for `ProcessInfo::version`.
     snapshots: u64,
     /// Container lookups, created at the first process seen.
@@ -251,21 +280,85 @@ impl ProcessTable {
         self.procs.insert(pid, info);
     }
 
+    /// Follows processes' mappings from `source` from now on.
+    pub fn set_event_source(&mut self, source: Box<dyn MapEventSource>) {
+        self.events = Some(source);
+    }
+
+    /// Takes in the events reported since the last call (call it before
+    /// handling samples taken since then).
+    pub fn sync(&mut self) {
+        let Some(mut source) = self.events.take() else {
+            return;
+        };
+        self.events_lost += source.drain(&mut |ev| {
+            log::trace!("{ev:?}");
+            self.apply(ev)
+        });
+        self.events = Some(source);
+    }
+
+    /// Takes in what the kernel reported about mappings: processes that
+    /// exit before their maps are read are then known from these.
+    pub fn apply(&mut self, ev: MapEvent) {
+        match ev {
+            MapEvent::Mmap { pid, entry } => {
+                if !self.logged.contains_key(&pid) && self.logged.len() >= MAX_LOGGED {
+                    return;
+                }
+                let maps = self.logged.entry(pid).or_default();
+                // A new mapping replaces what it covers.
+                maps.retain(|m| m.end <= entry.start || m.start >= entry.end);
+                let at = maps.partition_point(|m| m.start < entry.start);
+                maps.insert(at, entry);
+            }
+            MapEvent::Fork { pid, ppid } => {
+                let parent = self.logged.get(&ppid).cloned().or_else(|| {
+                    // A parent that was running before the recording: its
+                    // executable mappings now.
+                    let maps = proc::read_maps(ppid).ok()?;
+                    Some(
+                        maps.into_iter()
+                            .filter(|m| m.executable && m.is_file())
+                            .collect(),
+                    )
+                });
+                if let Some(maps) = parent {
+                    if self.logged.len() < MAX_LOGGED {
+                        self.logged.insert(ppid, maps.clone());
+                        self.logged.insert(pid, maps);
+                    }
+                }
+                // A pid seen before belonged to another process.
+                self.procs.remove(&pid);
+            }
+            MapEvent::Exec { pid } => {
+                self.logged.insert(pid, Vec::new());
+                // Its maps changed entirely: snapshot it again.
+                self.procs.remove(&pid);
+            }
+        }
+    }
+
     fn snapshot(&mut self, pid: u32) -> ProcessInfo {
         self.snapshots += 1;
         let version = self.snapshots;
         let status = proc::read_status(pid).ok();
         let entries = match proc::read_maps(pid) {
             Ok(e) => e,
-            Err(_) => {
-                return ProcessInfo {
-                    pid,
-                    name: status.map(|s| s.name).unwrap_or_default(),
-                    unavailable: true,
-                    version,
-                    ..ProcessInfo::default()
+            Err(_) => match self.logged.get(&pid).filter(|m| !m.is_empty()).cloned() {
+                // Gone already: what the kernel reported it mapped.
+                Some(entries) => return self.snapshot_from_log(pid, entries, version),
+                None => {
+                    return ProcessInfo {
+                        pid,
+                        name: status.map(|s| s.name).unwrap_or_default(),
+                        unavailable: true,
+                        version,
+                        ..ProcessInfo::default()
+                    }
                 }
-            }
+            },
         };
         let mut mappings = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -289,6 +382,53 @@ impl ProcessTable {
             version,
             container: None,
         }
+    }
+
+    /// The snapshot of a process that is gone, from its logged mappings.
+    /// Its files are opened by path as flameprobe sees them, and only kept
+    /// when they are the files it mapped (same device and inode): a process
+    /// in another mount namespace (a container) may not see them there.
+    fn snapshot_from_log(&mut self, pid: u32, entries: Vec<MapEntry>, version: u64) -> ProcessInfo {
+        let mut mappings = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let module = self.open_logged(&entry);
+            mappings.push(Mapping { entry, module });
+        }
+        ProcessInfo {
+            pid,
+            ns_pid: pid,
+            mappings,
+            version,
+            ..ProcessInfo::default()
+        }
+    }
+
+    /// The file of a logged mapping, by its path in flameprobe's root, if
+    /// it is the same file (device and inode); never blocking, regular
+    /// files only.
+    fn open_logged(&mut self, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
+        let key = FileKey::of_map_entry(entry);
+        if let Some(f) = self.files.get(&key) {
+            return Some(f.clone());
+        }
+        let root = crate::safe_fs::open_dir(std::path::Path::new("/")).ok()?;
+        use std::os::fd::AsFd;
+        let file = crate::safe_fs::open_file(
+            root.as_fd(),
+            std::path::Path::new(&entry.path),
+            crate::safe_fs::Scope::InRoot,
+        )
+        .ok()?;
+        if FileKey::of_metadata(&file.metadata().ok()?) != key {
+            return None;
+        }
+        let module = Arc::new(ModuleFile {
+            key,
+            path: entry.path.clone(),
+            file,
+        });
+        self.files.insert(key, module.clone());
+        Some(module)
     }
 
     fn open_module(&mut self, pid: u32, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
@@ -384,6 +524,47 @@ mod tests {
             None
         );
         assert!(table.process(0).is_none());
+    }
+
+    #[test]
+    fn a_process_gone_is_known_from_its_logged_mappings() {
+        let mut table = ProcessTable::new();
+        let me = std::process::id();
+        let own: Vec<MapEntry> = proc::read_maps(me)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.executable && m.is_file())
+            .collect();
+        let (gone, child) = (u32::MAX - 11, u32::MAX - 12);
+        for entry in &own {
+            table.apply(MapEvent::Mmap {
+                pid: gone,
+                entry: entry.clone(),
+            });
+        }
+        table.apply(MapEvent::Fork {
+            pid: child,
+            ppid: gone,
+        });
+        let addr = a_process_gone_is_known_from_its_logged_mappings as fn() as usize as u64;
+        for pid in [gone, child] {
+            let m = table.find(pid, addr).expect("known from the log").clone();
+            let module = m.module.expect("its file, opened and verified");
+            assert_eq!(module.key, FileKey::of_map_entry(&m.entry));
+        }
+        // exec: the old maps are gone.
+        table.apply(MapEvent::Exec { pid: child });
+        assert!(table.find(child, addr).is_none());
+        // A logged path that is now another file is not used.
+        let mut wrong = own[0].clone();
+        wrong.inode += 1;
+        let other = u32::MAX - 13;
+        table.apply(MapEvent::Mmap {
+            pid: other,
+            entry: wrong.clone(),
+        });
+        let m = table.find(other, wrong.start).unwrap().clone();
+        assert!(m.module.is_none());
     }
 
     #[test]

@@ -130,6 +130,13 @@ impl StackCollector {
         }
     }
 
+    /// Brings process knowledge up to date before samples are handled:
+    /// mappings the kernel reported, JIT processes that exited.
+    pub fn sync(&mut self) {
+        self.table.sync();
+        self.jit.poll_exits();
+    }
+
     /// Number of distinct raw stacks so far.
     pub fn len(&self) -> usize {
         self.stacks.len()

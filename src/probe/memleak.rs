@@ -284,10 +284,14 @@ impl<'obj> MemleakProbe<'obj> {
         Ok(true)
     }
 
-    /// Delivers new stacks until `until` (waiting for them until then at
-    /// most).
-    pub fn poll_until(&self, until: Instant) {
-        self.ring.poll_until(until);
+    /// Waits until the program has a batch of records queued, or `until`.
+    pub fn wait(&self, until: Instant) {
+        self.ring.wait(until);
+    }
+
+    /// Delivers what is queued, until `until` at most.
+    pub fn consume(&self, until: Instant) {
+        self.ring.consume_until(until);
     }
 
     /// Delivers what is still queued, for at most `budget`; returns whether

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod memleak;
+pub mod mmaps;
 pub mod offcpu;
 mod perf;
 mod ring;

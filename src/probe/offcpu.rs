@@ -216,10 +216,14 @@ impl<'obj> OffcpuProbe<'obj> {
         Ok(OffcpuProbe { skel, ring, links })
     }
 
-    /// Delivers new stacks until `until` (waiting for them until then at
-    /// most).
-    pub fn poll_until(&self, until: Instant) {
-        self.ring.poll_until(until);
+    /// Waits until the program has a batch of records queued, or `until`.
+    pub fn wait(&self, until: Instant) {
+        self.ring.wait(until);
+    }
+
+    /// Delivers what is queued, until `until` at most.
+    pub fn consume(&self, until: Instant) {
+        self.ring.consume_until(until);
     }
 
     /// Stops recording (the maps stay readable), then delivers the stacks

@@ -7,6 +7,11 @@
 //! the record callback checks the clock and, past the deadline, returns an
 //! error code, which makes libbpf stop after that record (the record itself
 //! is consumed, nothing is lost by stopping).
+//!
+//! Programs wake the reader only for batches (a wake-up per record costs
+//! more than the record), so a recording waits ([`Ring::wait`]) until
+//! woken or its next deadline, then takes in whatever is queued
+//! ([`Ring::consume_until`]).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -55,16 +60,32 @@ impl<'cb> Ring<'cb> {
         })
     }
 
-    /// Delivers records until `until`, waiting for the first one until then
-    /// at most. Returns whether records were left unread at the deadline.
-    pub fn poll_until(&self, until: Instant) -> bool {
+    /// Waits until the program wakes the reader (a batch is queued) or
+    /// `until`, without delivering anything.
+    pub fn wait(&self, until: Instant) {
+        let wait = until.saturating_duration_since(Instant::now());
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: waits on libbpf's epoll descriptor for this ring buffer;
+        // the event buffer holds one event.
+        unsafe {
+            libc::epoll_wait(
+                self.ring.epoll_fd(),
+                &mut ev,
+                1,
+                wait.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+    }
+
+    /// Delivers what is queued, until `until` at most. Returns whether
+    /// records were left unread at the deadline.
+    pub fn consume_until(&self, until: Instant) -> bool {
         self.deadline.set(until);
         self.cut.set(false);
-        let wait = until.saturating_duration_since(Instant::now());
-        let rc = self.ring.poll_raw(wait.max(Duration::from_millis(1)));
-        if rc < 0 && rc != STOP && rc != -libc::EINTR {
+        let rc = self.ring.consume_raw();
+        if rc < 0 && rc != STOP {
             log::debug!(
-                "ring buffer poll: {}",
+                "ring buffer consume: {}",
                 std::io::Error::from_raw_os_error(-rc)
             );
         }

@@ -129,8 +129,10 @@ impl<'obj> CpuPart<'obj> {
     }
 
     pub fn poll(&mut self, until: Instant) {
-        self.probe.poll_until(until);
-        self.collector.borrow().stacks.borrow_mut().jit.poll_exits();
+        self.probe.wait(until);
+        // Processes' mappings first: the samples queued now came after.
+        self.collector.borrow().stacks.borrow_mut().sync();
+        self.probe.consume(until);
     }
 
     pub fn stats(&self) -> CpuStats {
@@ -217,6 +219,10 @@ impl Recorder for CpuRecorder<'_> {
 
     fn target_maps(&self) -> Vec<TargetMaps<'_>> {
         vec![self.part.target_maps()]
+    }
+
+    fn with_stacks(&self, f: &mut dyn FnMut(&mut StackCollector)) {
+        f(&mut self.stacks.borrow_mut())
     }
 
     fn progress(&self) -> String {

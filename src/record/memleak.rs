@@ -125,9 +125,10 @@ pub(super) fn attach<'obj>(
 
 impl Recorder for MemleakRecorder<'_> {
     fn poll(&mut self, until: Instant) {
-        self.probe.poll_until(until);
+        self.probe.wait(until);
+        self.book.borrow_mut().stacks.sync();
+        self.probe.consume(until);
         let mut b = self.book.borrow_mut();
-        b.stacks.jit.poll_exits();
         self.unwind
             .sync_all(&self.probe.unwind_maps(), &mut b.stacks.table);
         for pid in std::mem::take(&mut b.stopped) {
@@ -139,6 +140,10 @@ impl Recorder for MemleakRecorder<'_> {
 
     fn target_maps(&self) -> Vec<TargetMaps<'_>> {
         vec![self.probe.target_maps()]
+    }
+
+    fn with_stacks(&self, f: &mut dyn FnMut(&mut StackCollector)) {
+        f(&mut self.book.borrow_mut().stacks)
     }
 
     fn add_processes(&mut self, pids: &[u32]) {

@@ -28,6 +28,7 @@ use crate::container::{self, Container};
 use crate::jit::tracker::JitOptions;
 use crate::output::{self, atomic, Destination, Format, WriteOptions};
 use crate::probe::check_bpf_support;
+use crate::probe::mmaps::MapsWatch;
 use crate::probe::targets::TargetMaps;
 use crate::profile::{FrameNameOptions, Meta, Profile, ValueType};
 use crate::report::{self, ReportOptions};
@@ -55,6 +56,8 @@ const FINAL_DRAIN: Duration = Duration::from_secs(1);
 pub(crate) trait Recorder {
     /// Takes in what the probe delivers until `until` (never later).
     fn poll(&mut self, until: Instant);
+    /// Runs `f` on the stack collector the probe feeds.
+    fn with_stacks(&self, f: &mut dyn FnMut(&mut StackCollector));
     /// The target maps of its BPF programs (threads matching --thread
     /// are added as they appear).
     fn target_maps(&self) -> Vec<TargetMaps<'_>>;
@@ -184,6 +187,10 @@ pub(crate) struct Session<'c> {
     pub threads: ThreadFilter,
     /// Adds threads matching --thread as they appear.
     pub thread_watch: Option<ThreadWatch>,
+    /// The kernel's record of executable mappings, forks and execs, for
+    /// processes that exit before their maps can be read (handed to the
+    /// recorder's process table).
+    pub maps_watch: Option<MapsWatch>,
     /// The launched command, held before exec until the probe is attached.
     pub command: Option<LaunchedCommand>,
     /// The recorded containers' processes.
@@ -212,6 +219,14 @@ pub fn run(config: &RecordConfig) -> Result<()> {
         ProbeKind::Offcpu => offcpu::attach(&session, &mut first)?,
         ProbeKind::Wall => wall::attach(&session, &mut first, &mut second)?,
     };
+    if let Some(watch) = session.maps_watch.take() {
+        let mut watch = Some(watch);
+        recorder.with_stacks(&mut |stacks| {
+            if let Some(w) = watch.take() {
+                stacks.table.set_event_source(Box::new(w));
+            }
+        });
+    }
     log::info!(
         "attached to {} ({} ms after flameprobe started)",
         session.describe(),
@@ -280,12 +295,21 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         }
         None => (None, None),
     };
+    let maps_watch = MapsWatch::open()
+        .map_err(|e| {
+            log::warn!(
+                "cannot follow mappings of short-lived processes ({e}): those that exit \
+                 within milliseconds may show [unmapped] frames"
+            )
+        })
+        .ok();
     Ok(Session {
         config,
         target,
         filter,
         threads,
         thread_watch,
+        maps_watch,
         command,
         containers: containers.as_deref().map(ContainerWatch::new),
     })

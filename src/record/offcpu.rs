@@ -157,8 +157,14 @@ impl<'obj> OffcpuPart<'obj> {
     }
 
     pub fn poll(&mut self, until: Instant) {
-        self.probe.poll_until(until);
-        self.book.borrow().stacks.borrow_mut().jit.poll_exits();
+        self.probe.wait(until);
+        self.consume(until);
+    }
+
+    /// Takes in the stacks queued now (without waiting).
+    pub fn consume(&mut self, until: Instant) {
+        self.book.borrow().stacks.borrow_mut().sync();
+        self.probe.consume(until);
         let Some(unwind) = &mut self.unwind else {
             return;
         };
@@ -334,6 +340,10 @@ impl Recorder for OffcpuRecorder<'_> {
 
     fn target_maps(&self) -> Vec<TargetMaps<'_>> {
         vec![self.part.target_maps()]
+    }
+
+    fn with_stacks(&self, f: &mut dyn FnMut(&mut StackCollector)) {
+        f(&mut self.stacks.borrow_mut())
     }
 
     fn progress(&self) -> String {

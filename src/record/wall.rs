@@ -49,10 +49,14 @@ pub(super) fn attach<'obj>(
 
 impl Recorder for WallRecorder<'_> {
     fn poll(&mut self, until: Instant) {
-        // Samples first: they are the busy stream; stacks off the CPU come
-        // once each.
+        // Waits on the samples, the busy stream; stacks off the CPU come
+        // once each and are taken as they are.
         self.cpu.poll(until);
-        self.offcpu.poll(until);
+        self.offcpu.consume(until);
+    }
+
+    fn with_stacks(&self, f: &mut dyn FnMut(&mut StackCollector)) {
+        f(&mut self.stacks.borrow_mut())
     }
 
     fn target_maps(&self) -> Vec<TargetMaps<'_>> {

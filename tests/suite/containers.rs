@@ -171,7 +171,9 @@ fn cgroup_id_matches_the_kernels() {
     .expect("attaching the CPU sampler");
     let start = Instant::now();
     while seen.lock().unwrap().len() < 5 && start.elapsed() < Duration::from_secs(20) {
-        probe.poll_until(Instant::now() + Duration::from_millis(100));
+        let until = Instant::now() + Duration::from_millis(100);
+        probe.wait(until);
+        probe.consume(until);
     }
     drop(probe);
     let seen = seen.lock().unwrap();

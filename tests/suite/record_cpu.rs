@@ -419,3 +419,33 @@ fn overload_ends_on_time_with_bounded_memory_and_reported_losses() {
     let peak_mib = usage.ru_maxrss / 1024;
     assert!(peak_mib < 512, "peak RSS {peak_mib} MiB: {err}");
 }
+
+/// 200 programs of 10-20 ms each, started by the command: gone before
+/// flameprobe reads their memory maps, they are still unwound and
+/// symbolized (the kernel's mmap records say what they mapped).
+#[test]
+fn short_lived_processes_are_symbolized() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = build_c("brief.c", "brief", NOFP_FLAGS);
+    let script = format!("for i in $(seq 200); do {}; done", bin.display());
+    let out = run_ok(&["record", "-F", "999", "-o", "-", "--", "sh", "-c", &script]);
+    let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
+    let brief: Vec<(&String, &u64)> = folded
+        .iter()
+        .filter(|(s, _)| s.split(';').next().is_some_and(|p| p.ends_with("]brief")))
+        .collect();
+    let all: u64 = brief.iter().map(|(_, w)| **w).sum();
+    let named: u64 = brief
+        .iter()
+        .filter(|(s, _)| s.contains(";main;brief_work"))
+        .map(|(_, w)| **w)
+        .sum();
+    assert!(all > 500, "{all} samples of the short programs");
+    let share = named as f64 / all as f64;
+    assert!(
+        share >= 0.9,
+        "only {:.1}% of their samples are symbolized: {brief:#?}",
+        100.0 * share
+    );
+}
