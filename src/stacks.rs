@@ -62,11 +62,27 @@ pub struct StackCollector {
     /// Processes seen running JIT code (frames in anonymous executable
     /// memory), for their perf maps.
     pub jit: JitTracker,
+    /// Events left out because the most distinct stacks were held.
+    pub dropped: u64,
+    /// Most distinct stacks held ([`MAX_STACKS`] unless set).
+    limit: Option<usize>,
 }
+
+/// Most distinct stacks held during a recording (memory stays bounded
+/// whatever the machine runs: about 1 KiB each).
+pub const MAX_STACKS: usize = 1 << 20;
 
 impl StackCollector {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A collector holding at most `limit` distinct stacks.
+    pub fn with_limit(limit: usize) -> Self {
+        StackCollector {
+            limit: Some(limit),
+            ..Self::default()
+        }
     }
 
     /// Normalizes user addresses (leaf first). Every address but the first
@@ -119,8 +135,14 @@ impl StackCollector {
         }
     }
 
-    /// Adds one value per sample type to a stack (saturating).
+    /// Adds one value per sample type to a stack (saturating). A new stack
+    /// beyond [`MAX_STACKS`] is left out and counted in `dropped`.
     pub fn add(&mut self, stack: RawStack, values: &[u64]) {
+        let limit = self.limit.unwrap_or(MAX_STACKS);
+        if self.stacks.len() >= limit && !self.stacks.contains_key(&stack) {
+            self.dropped += 1;
+            return;
+        }
         let e = self.stacks.entry(stack).or_default();
         if e.len() < values.len() {
             e.resize(values.len(), 0);
@@ -292,6 +314,22 @@ mod tests {
     #[no_mangle]
     pub extern "C" fn flameprobe_stacks_test_leaf() -> u64 {
         std::hint::black_box(7)
+    }
+
+    #[test]
+    fn distinct_stacks_are_bounded_and_drops_counted() {
+        let mut c = StackCollector::with_limit(2);
+        let raw = |k: u64| RawStack {
+            labels: Labels::default(),
+            kernel: vec![k],
+            user: vec![],
+            truncated: false,
+        };
+        c.add(raw(1), &[1]);
+        c.add(raw(2), &[1]);
+        c.add(raw(3), &[5]); // a third distinct stack: left out
+        c.add(raw(1), &[1]); // a known one still adds up
+        assert_eq!((c.len(), c.dropped), (2, 1));
     }
 
     #[test]

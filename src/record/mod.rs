@@ -431,6 +431,7 @@ fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -
         probe: Some(config.probe),
     };
     let mut stacks = collected.stacks;
+    let dropped = stacks.dropped;
     let jit_options = JitOptions {
         attach: config.jit_attach,
         ..JitOptions::default()
@@ -441,6 +442,13 @@ fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -
     let mut profile = stacks.into_profile(collected.sample_types, meta, &mut symbolizer);
     profile.period = collected.period;
     let mut summary_info = collected.summary;
+    if dropped > 0 {
+        summary_info.notes.push(format!(
+            "warning: {dropped} events of new stacks were left out: more than {} distinct \
+             stacks (memory stays bounded); record fewer targets or for less time",
+            crate::stacks::MAX_STACKS
+        ));
+    }
     summary_info.notes.extend(jit.warnings());
     summary_info.quality_notes = jit.quality_lines(&profile);
 
