@@ -87,7 +87,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__convert)
-            opts="-o -f -v -h --output --format --no-threads --title --reverse --colors --min-width --verbose --help"
+            opts="-o -f -v -h --output --format --no-threads --group-by --title --reverse --colors --min-width --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -107,6 +107,10 @@ _flameprobe() {
                     ;;
                 -f)
                     COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    return 0
+                    ;;
+                --group-by)
+                    COMPREPLY=($(compgen -W "pid comm" -- "${cur}"))
                     return 0
                     ;;
                 --title)
@@ -241,7 +245,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --all --duration --frequency --output --format --report --include-idle --no-threads --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --all --duration --frequency --output --format --report --include-idle --no-threads --group-by --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -300,6 +304,10 @@ _flameprobe() {
                     ;;
                 -f)
                     COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    return 0
+                    ;;
+                --group-by)
+                    COMPREPLY=($(compgen -W "pid comm" -- "${cur}"))
                     return 0
                     ;;
                 --unwind)

@@ -43,6 +43,8 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l ou
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension: .svg, .folded/.txt, .pb.gz/.pprof/.pb)' -r -f -a "svg\t'Interactive flame graph (SVG)'
 folded\t'Folded stacks: `frame;frame;... count` per line'
 pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l group-by -d 'Group stacks under their process by pid (`[1234]nginx`) or by name (`nginx`) [default: comm for the whole machine, else pid]' -r -f -a "pid\t'`[1234]nginx`: every process apart'
+comm\t'`nginx`: processes of the same name together (a whole machine with many short-lived processes)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l unwind -d 'How user stacks are unwound: auto (DWARF where binaries have CFI, frame pointers elsewhere), dwarf, or fp (frame pointers only: smallest records, loses callers in code built without them)' -r -f -a "auto\t'DWARF where the binary has CFI, frame pointers otherwise, per sample'
 dwarf\t'DWARF/CFI unwinding of a copy of the user stack'
 fp\t'Frame pointers walked in the kernel (smallest, cheapest record)'"
@@ -83,6 +85,8 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s o -l o
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'Interactive flame graph (SVG)'
 folded\t'Folded stacks: `frame;frame;... count` per line'
 pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l group-by -d 'Group stacks under their process by pid (`[1234]nginx`) or by name (`nginx`)' -r -f -a "pid\t'`[1234]nginx`: every process apart'
+comm\t'`nginx`: processes of the same name together (a whole machine with many short-lived processes)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l title -d 'Title of the SVG' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l colors -d 'SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple, orange, wakeup, java, js, perl, python, rust' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l min-width -d 'Leave out SVG frames narrower than this many pixels (default 0.1)' -r

@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
+use crate::profile::GroupBy;
 use crate::report::{ReportConfig, ReportOptions};
 use crate::target::{TargetSpec, ThreadSelection};
 use crate::unwind::UnwindMode;
@@ -135,6 +136,10 @@ pub struct RecordArgs {
     /// Do not add a frame with the thread name under each process.
     #[arg(long)]
     pub no_threads: bool,
+    /// Group stacks under their process by pid (`[1234]nginx`) or by name
+    /// (`nginx`) [default: comm for the whole machine, else pid].
+    #[arg(long, value_enum, value_name = "BY")]
+    pub group_by: Option<GroupBy>,
     /// How user stacks are unwound: auto (DWARF where binaries have CFI,
     /// frame pointers elsewhere), dwarf, or fp (frame pointers only:
     /// smallest records, loses callers in code built without them).
@@ -316,6 +321,10 @@ pub struct ConvertArgs {
     /// Do not add a frame with the thread name under each process.
     #[arg(long)]
     pub no_threads: bool,
+    /// Group stacks under their process by pid (`[1234]nginx`) or by name
+    /// (`nginx`).
+    #[arg(long, value_enum, value_name = "BY", default_value_t = GroupBy::Pid)]
+    pub group_by: GroupBy,
     #[command(flatten)]
     pub svg: SvgArgs,
 }
@@ -329,6 +338,7 @@ impl ConvertArgs {
             destination,
             format,
             threads: !self.no_threads,
+            group_by: self.group_by,
             svg: self.svg.into_options(),
         })
     }
@@ -449,6 +459,7 @@ impl RecordArgs {
         };
         let destination = Destination::parse(&self.output);
         let format = output_format(self.format, &destination)?;
+        let target_is_system = target == TargetSpec::System;
         let duration = match (self.duration, &target) {
             (Some(d), _) => Some(d),
             (None, TargetSpec::Command(_)) => None,
@@ -462,6 +473,13 @@ impl RecordArgs {
             format,
             include_idle: self.include_idle,
             threads: !self.no_threads,
+            // The whole machine: many short-lived processes, each its own
+            // tower by pid (docs/benchmarks.md "Grouping").
+            group_by: self.group_by.unwrap_or(if target_is_system {
+                GroupBy::Comm
+            } else {
+                GroupBy::Pid
+            }),
             unwind: self.unwind,
             stack_size: self.stack_size,
             svg: self.svg.into_options(),

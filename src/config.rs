@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
+use crate::profile::GroupBy;
 use crate::target::{TargetSpec, ThreadSelection};
 use crate::unwind::UnwindMode;
 
@@ -26,6 +27,8 @@ pub struct RecordConfig {
     pub include_idle: bool,
     /// Add the thread-name frame.
     pub threads: bool,
+    /// How stacks are grouped under their process frame.
+    pub group_by: GroupBy,
     pub unwind: UnwindMode,
     /// Bytes of user stack copied per sample for DWARF unwinding.
     pub stack_size: u32,
@@ -57,6 +60,8 @@ pub struct ConvertConfig {
     pub format: Format,
     /// Add the thread-name frame.
     pub threads: bool,
+    /// How stacks are grouped under their process frame.
+    pub group_by: GroupBy,
     pub svg: SvgOptions,
 }
 

@@ -18,6 +18,7 @@ pub fn run(config: &ConvertConfig) -> Result<()> {
         svg: config.svg.clone(),
         folded: FrameNameOptions {
             threads: config.threads,
+            group_by: config.group_by,
         },
     };
     output::write(&profile, config.format, &opts, &config.destination)

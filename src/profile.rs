@@ -395,7 +395,7 @@ impl Profile {
     /// label frames (`[pid]process`, thread) first, inlined functions
     /// expanded, kernel frames suffixed `_[k]`.
     pub fn frame_names(&self, stack: &Stack, opts: &FrameNameOptions) -> Vec<String> {
-        let mut names = label_frames(&stack.labels, opts.threads);
+        let mut names = label_frames(&stack.labels, opts);
         for &loc in &stack.locations {
             let location = &self.locations[loc];
             for line in location.lines.iter().rev() {
@@ -431,17 +431,43 @@ impl Profile {
 pub struct FrameNameOptions {
     /// Include the thread-name frame under the process frame.
     pub threads: bool,
+    /// How the process frame groups stacks.
+    pub group_by: GroupBy,
 }
 
 impl Default for FrameNameOptions {
     fn default() -> Self {
-        FrameNameOptions { threads: true }
+        FrameNameOptions {
+            threads: true,
+            group_by: GroupBy::Pid,
+        }
     }
+}
+
+impl FrameNameOptions {
+    /// Process frames by pid, with or without the thread-name frame.
+    pub fn threads(threads: bool) -> Self {
+        FrameNameOptions {
+            threads,
+            ..Self::default()
+        }
+    }
+}
+
+/// How stacks are grouped under their process frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// `[1234]nginx`: every process apart.
+    #[default]
+    Pid,
+    /// `nginx`: processes of the same name together (a whole machine with
+    /// many short-lived processes).
+    Comm,
 }
 
 /// The synthetic root frames for a thread: `[Pod]namespace/name` (or
 /// `[Pod]name`), `[Con]name`, `[pid]comm` and the thread name.
-pub fn label_frames(labels: &Labels, threads: bool) -> Vec<String> {
+pub fn label_frames(labels: &Labels, opts: &FrameNameOptions) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(pod) = &labels.pod {
         out.push(format!(
@@ -452,13 +478,15 @@ pub fn label_frames(labels: &Labels, threads: bool) -> Vec<String> {
     if let Some(con) = &labels.container {
         out.push(format!("[Con]{con}"));
     }
-    match (labels.pid, &labels.process) {
+    let pid = labels.pid.filter(|_| opts.group_by == GroupBy::Pid);
+    match (pid, &labels.process) {
         (Some(pid), Some(name)) => out.push(format!("[{pid}]{name}")),
         (Some(pid), None) => out.push(format!("[{pid}]")),
         (None, Some(name)) => out.push(name.clone()),
+        (None, None) if labels.pid.is_some() => out.push("[unknown]".into()),
         (None, None) => {}
     }
-    if threads {
+    if opts.threads {
         if let Some(thread) = &labels.thread {
             out.push(thread.clone());
         }
@@ -572,12 +600,12 @@ mod tests {
         });
         let k = p.intern_named(FrameKind::Kernel, "do_syscall_64");
         p.add(labels(7, "worker"), vec![inl, k], &[1]);
-        let names = p.frame_names(&p.stacks[0], &FrameNameOptions { threads: true });
+        let names = p.frame_names(&p.stacks[0], &FrameNameOptions::threads(true));
         assert_eq!(
             names,
             ["[7]app", "worker", "outer", "inner", "do_syscall_64_[k]"]
         );
-        let names = p.frame_names(&p.stacks[0], &FrameNameOptions { threads: false });
+        let names = p.frame_names(&p.stacks[0], &FrameNameOptions::threads(false));
         assert_eq!(names[1], "outer");
     }
 
@@ -589,7 +617,7 @@ mod tests {
             ..labels(3, "t")
         };
         assert_eq!(
-            label_frames(&l, false),
+            label_frames(&l, &FrameNameOptions::threads(false)),
             ["[Pod]web-1", "[Con]nginx", "[3]app"]
         );
         // Kubernetes pods are shown with their namespace; the container id
@@ -600,11 +628,19 @@ mod tests {
             ..l
         };
         assert_eq!(
-            label_frames(&k8s, true),
+            label_frames(&k8s, &FrameNameOptions::threads(true)),
             ["[Pod]shop/web-1", "[Con]nginx", "[3]app", "t"]
         );
         // Host processes get neither frame.
-        assert_eq!(label_frames(&labels(3, "t"), false), ["[3]app"]);
+        assert_eq!(
+            label_frames(&labels(3, "t"), &FrameNameOptions::threads(false)),
+            ["[3]app"]
+        );
+        let by_comm = FrameNameOptions {
+            threads: false,
+            group_by: GroupBy::Comm,
+        };
+        assert_eq!(label_frames(&labels(3, "t"), &by_comm), ["app"]);
     }
 
     #[test]

@@ -237,7 +237,7 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
         Some((t, p)) if t.unit == units::NANOSECONDS => Some(*p),
         _ => None,
     };
-    let names_opts = FrameNameOptions { threads: true };
+    let names_opts = FrameNameOptions::threads(true);
     let total_weight = profile.total(display);
     let mut nodes = vec![Building::default()];
     let mut functions: HashMap<String, FunctionTotals> = HashMap::new();
@@ -271,7 +271,7 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
         }
         // Functions: the frames below the label frames, each counted once
         // per stack however often it recurses.
-        let labels = label_frames(&stack.labels, names_opts.threads).len();
+        let labels = label_frames(&stack.labels, &names_opts).len();
         let funcs = &names[labels.min(names.len())..];
         let mut seen: Vec<&str> = Vec::with_capacity(funcs.len());
         for name in funcs {
@@ -344,7 +344,7 @@ fn by_thread(profile: &Profile, opts: &ReportOptions) -> (Vec<String>, Vec<Threa
         .filter(|&i| profile.sample_types[i].unit != units::COUNT)
         .collect();
     let events = profile.events_index();
-    let names = FrameNameOptions { threads: true };
+    let names = FrameNameOptions::threads(true);
     // (pid, tid, process, thread) -> (values, events)
     type Key = (Option<u32>, Option<u32>, String, String);
     let mut rows: BTreeMap<Key, (Vec<u64>, u64)> = BTreeMap::new();

@@ -456,6 +456,7 @@ fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -
         svg: config.svg.clone(),
         folded: FrameNameOptions {
             threads: config.threads,
+            group_by: config.group_by,
         },
     };
     output::write(&profile, config.format, &opts, &config.destination)
@@ -620,7 +621,7 @@ pub(crate) fn summary(
 fn largest_stacks(profile: &Profile) -> String {
     use std::collections::HashMap;
     let (display, events) = (profile.display_index(), profile.events_index());
-    let names = FrameNameOptions { threads: false };
+    let names = FrameNameOptions::threads(false);
     let mut merged: HashMap<Vec<String>, (u64, u64)> = HashMap::new();
     for s in &profile.stacks {
         let e = merged.entry(profile.frame_names(s, &names)).or_default();

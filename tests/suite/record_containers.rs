@@ -94,6 +94,8 @@ fn container_is_recorded_alone_and_apart_from_the_rest() {
     run_ok(&[
         "record",
         "-a",
+        "--group-by",
+        "pid",
         "-d",
         "2s",
         "-F",

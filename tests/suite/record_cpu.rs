@@ -296,17 +296,43 @@ fn whole_system_excludes_idle_by_default() {
     require_root!();
     let bin = ratio_target("ratio-fp", FP_FLAGS);
     let target = Target::start(&bin, &["60"]);
-    let out = run_ok(&["record", "-a", "-d", "1s", "-o", "-"]);
+    let out = run_ok(&["record", "-a", "--group-by", "pid", "-d", "1s", "-o", "-"]);
     let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
     assert!(folded.keys().any(|s| s.ends_with("hot_a")));
     assert!(
         !folded.keys().any(|s| s.starts_with("[0]")),
         "idle excluded"
     );
+    // By default the whole machine groups processes by name: one tower
+    // per program, however many processes ran it.
+    let out = run_ok(&["record", "-a", "-d", "1s", "-o", "-"]);
+    let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
+    assert!(
+        folded
+            .keys()
+            .any(|s| s.starts_with("ratio-fp;") && s.ends_with("hot_a")),
+        "{folded:#?}"
+    );
+    assert!(
+        !folded
+            .keys()
+            .any(|s| s.starts_with(&format!("[{}]", target.pid()))),
+        "no pid frames"
+    );
     drop(target);
     // Idle samples need an idle CPU: keep the other tests' targets away.
     let _alone = exclusive_cpu();
-    let out = run_ok(&["record", "-a", "--include-idle", "-d", "1s", "-o", "-"]);
+    let out = run_ok(&[
+        "record",
+        "-a",
+        "--group-by",
+        "pid",
+        "--include-idle",
+        "-d",
+        "1s",
+        "-o",
+        "-",
+    ]);
     let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
     assert!(
         folded.keys().any(|s| s.starts_with("[0]")),
