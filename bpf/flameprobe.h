@@ -37,7 +37,8 @@ enum limits {
 enum record_kind {
 	RECORD_CPU_SAMPLE = 1,
 	RECORD_STACK = 2,      /* memleak: struct stack_event */
-	RECORD_EXEC = 3,       /* memleak: struct exec_event */
+	RECORD_EXEC = 3,       /* memleak: struct exec_event, at the entry point */
+	RECORD_NEW_IMAGE = 4,  /* memleak: struct exec_event, at exec */
 };
 
 /* How the in-kernel target filter decides. */
@@ -179,7 +180,7 @@ struct alloc_info {
 /* A launched command reached its entry point and was stopped (SIGSTOP)
  * so that user space can load its unwind tables before it runs on. */
 struct exec_event {
-	__u32 kind;        /* RECORD_EXEC */
+	__u32 kind;        /* RECORD_EXEC or RECORD_NEW_IMAGE */
 	__u32 pid;         /* tgid */
 };
 

@@ -252,6 +252,22 @@ int on_entry(struct pt_regs *ctx)
 	return 0;
 }
 
+/* `-- CMD` mode: a target exec'd a new program, whose allocator may be
+ * another (LD_PRELOAD, a static binary). Stop it before its first
+ * instruction and tell user space, which probes the new program's
+ * allocators (and its entry point) and lets it continue. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+	if (!follow_children || !is_target(tgid))
+		return 0;
+	struct exec_event ev = { .kind = RECORD_NEW_IMAGE, .pid = tgid };
+	if (bpf_ringbuf_output(&stacks, &ev, sizeof(ev), BPF_RB_FORCE_WAKEUP) == 0)
+		bpf_send_signal(SIGSTOP);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Kernel allocators (kmem tracepoints)                                */
 /* ------------------------------------------------------------------ */

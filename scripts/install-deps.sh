@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm util-linux
           linux-perf golang-go podman runc catatonit busybox-static
-          openjdk-17-jdk-headless nodejs)
+          openjdk-17-jdk-headless nodejs libjemalloc2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

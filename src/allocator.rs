@@ -180,15 +180,33 @@ pub struct CommandBinaries {
 }
 
 /// Resolves `program` like execvp (PATH search), follows one `#!`
-/// interpreter, and reads its DT_NEEDED allocator libraries and LD_PRELOAD.
+/// interpreter, and reads its DT_NEEDED allocator libraries and (in
+/// flameprobe's environment, which the command inherits) LD_PRELOAD.
 pub fn command_binaries(program: &OsStr) -> CommandBinaries {
-    let mut out = CommandBinaries::default();
     let Some(mut exe) = find_program(program) else {
-        return out;
+        return CommandBinaries::default();
     };
     if let Some(interp) = shebang(&exe) {
         exe = interp;
     }
+    image_binaries(exe, std::env::var_os("LD_PRELOAD").as_deref())
+}
+
+/// What a process that just exec'd will load: its executable (as its
+/// `/proc/PID/exe` names it), allocator libraries it needs, and those its
+/// environment preloads.
+pub fn process_image_binaries(pid: u32) -> CommandBinaries {
+    let Ok(exe) = std::fs::read_link(crate::proc::proc_path(pid, "exe")) else {
+        return CommandBinaries::default();
+    };
+    let preload = crate::proc::read_environ_var(pid, "LD_PRELOAD");
+    image_binaries(exe, preload.as_deref())
+}
+
+/// The allocator-related binaries of the program `exe`, with `preload`
+/// (an LD_PRELOAD value).
+fn image_binaries(exe: PathBuf, preload: Option<&OsStr>) -> CommandBinaries {
+    let mut out = CommandBinaries::default();
     let Ok(data) = std::fs::read(&exe) else {
         return out;
     };
@@ -201,7 +219,7 @@ pub fn command_binaries(program: &OsStr) -> CommandBinaries {
             }
         }
     }
-    if let Some(preload) = std::env::var_os("LD_PRELOAD") {
+    if let Some(preload) = preload {
         for item in preload
             .as_bytes()
             .split(|&b| b == b':' || b == b' ')

@@ -175,6 +175,17 @@ pub fn read_memory(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(done)
 }
 
+/// The value of variable `name` in process `pid`'s environment (as it
+/// was when the process started its program).
+pub fn read_environ_var(pid: u32, name: &str) -> Option<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let environ = fs::read(proc_path(pid, "environ")).ok()?;
+    environ.split(|&b| b == 0).find_map(|kv| {
+        let rest = kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        Some(std::ffi::OsStr::from_bytes(rest).to_os_string())
+    })
+}
+
 /// The (device, inode) of the executable process `pid` runs.
 pub fn exe_key(pid: u32) -> io::Result<crate::process::FileKey> {
     fs::metadata(proc_path(pid, "exe")).map(|m| crate::process::FileKey::of_metadata(&m))
@@ -347,6 +358,28 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(!is_kernel_thread(std::process::id()));
         assert!(in_initial_pid_namespace());
         assert_eq!(parse_stat_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn reads_environment_variables() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .env("FLAMEPROBE_TEST_VAR", "a=b c")
+            .spawn()
+            .unwrap();
+        // spawn may return before the child's exec completes.
+        let exe = proc_path(child.id(), "exe");
+        for _ in 0..500 {
+            if fs::read_link(&exe).is_ok_and(|p| p.ends_with("sleep")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let got = read_environ_var(child.id(), "FLAMEPROBE_TEST_VAR");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(got.as_deref(), Some(std::ffi::OsStr::new("a=b c")));
+        assert_eq!(read_environ_var(std::process::id(), "NO_SUCH_VAR_X"), None);
     }
 
     #[test]

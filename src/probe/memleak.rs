@@ -54,14 +54,20 @@ pub enum MemleakEvent {
     /// A launched command reached its entry point and stopped itself
     /// (`attach_entry`); it waits for SIGCONT.
     Stopped(u32),
+    /// A process of a launched command exec'd a new program and stopped
+    /// before running it; it waits for SIGCONT.
+    Exec(u32),
 }
 
 impl MemleakEvent {
     pub fn parse(data: &[u8]) -> Option<Self> {
         let kind = u32::from_ne_bytes(data.get(..4)?.try_into().ok()?);
+        let pid = || Some(u32::from_ne_bytes(data.get(4..8)?.try_into().ok()?));
         if kind == types::record_kind::RECORD_EXEC.0 {
-            let pid = u32::from_ne_bytes(data.get(4..8)?.try_into().ok()?);
-            return Some(MemleakEvent::Stopped(pid));
+            return Some(MemleakEvent::Stopped(pid()?));
+        }
+        if kind == types::record_kind::RECORD_NEW_IMAGE.0 {
+            return Some(MemleakEvent::Exec(pid()?));
         }
         StackRecord::parse(data).map(|r| MemleakEvent::Stack(Box::new(r)))
     }
@@ -145,6 +151,8 @@ impl<'obj> MemleakProbe<'obj> {
             for prog in [&mut p.on_alloc, &mut p.on_free, &mut p.on_entry] {
                 prog.set_autoload(user);
             }
+            p.on_exec
+                .set_autoload(user && config.filter.follows_children());
             for prog in [
                 &mut p.on_kmalloc,
                 &mut p.on_kmem_cache_alloc,
@@ -188,6 +196,13 @@ impl<'obj> MemleakProbe<'obj> {
             &config.filter,
             &config.threads,
         )?;
+        if user && config.filter.follows_children() {
+            links.push(
+                p.on_exec
+                    .attach()
+                    .map_err(|e| ProbeError::attach("sched_process_exec tracepoint", &e))?,
+            );
+        }
         if !user {
             ensure_tracefs();
             let p = &skel.progs;
@@ -327,6 +342,30 @@ impl<'obj> MemleakProbe<'obj> {
             no_state: read(s::STAT_NO_STATE),
             targets_full: read(s::STAT_TARGETS_FULL),
         }
+    }
+
+    /// Forgets every outstanding allocation of `tgid`: its address space
+    /// was replaced by exec, so none of it can be freed or leak any more.
+    /// Returns how many were forgotten.
+    pub fn forget_process(&self, tgid: u32) -> Result<usize, ProbeError> {
+        let map = &self.skel.maps.allocs;
+        let key_size = std::mem::size_of::<types::alloc_key>();
+        let fail = |e: libbpf_rs::Error| {
+            ProbeError::Attach(format!("forgetting pid {tgid}'s allocations: {e:#}"))
+        };
+        const _: () = assert!(std::mem::offset_of!(types::alloc_key, tgid) == 0);
+        let keys: Vec<u8> = map
+            .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+            .map_err(fail)?
+            .filter(|(k, _)| k.len() == key_size && k[..4] == tgid.to_ne_bytes())
+            .flat_map(|(k, _)| k)
+            .collect();
+        let n = keys.len() / key_size;
+        if n > 0 {
+            map.delete_batch(&keys, n as u32, MapFlags::ANY, MapFlags::ANY)
+                .map_err(fail)?;
+        }
+        Ok(n)
     }
 
     /// Every allocation still outstanding.

@@ -6,7 +6,7 @@
 //! outstanding -> aggregate by stack -> symbolize -> Profile -> output.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,9 @@ struct Book {
     /// Launched commands stopped at their entry point, waiting for their
     /// unwind tables.
     stopped: Vec<u32>,
+    /// Processes of a launched command stopped at exec, waiting for the
+    /// new program's allocators to be probed.
+    execs: Vec<u32>,
 }
 
 struct MemleakRecorder<'obj> {
@@ -50,6 +53,10 @@ struct MemleakRecorder<'obj> {
     options: MemleakOptions,
     /// What is recorded, for messages.
     target: String,
+    /// Executables with a stop at their entry point already.
+    entries: HashSet<FileKey>,
+    /// Processes whose program has no allocator flameprobe can probe.
+    unprobed: Vec<String>,
 }
 
 /// Attaches the allocator probes (or the kmem tracepoints) for the
@@ -76,6 +83,7 @@ pub(super) fn attach<'obj>(
         stacks: StackCollector::new(),
         ids: StackBook::default(),
         stopped: Vec::new(),
+        execs: Vec::new(),
     }));
     let sink = book.clone();
     let mut probe = MemleakProbe::attach(storage, &probe_config, move |ev| match ev {
@@ -84,8 +92,10 @@ pub(super) fn attach<'obj>(
             b.ids.add(&mut b.stacks, &rec, true);
         }
         MemleakEvent::Stopped(pid) => sink.borrow_mut().stopped.push(pid),
+        MemleakEvent::Exec(pid) => sink.borrow_mut().execs.push(pid),
     })?;
     let mut unwind = UnwindSync::new();
+    let mut entries = HashSet::new();
     if !kernel {
         match (&session.target, &session.command) {
             (TargetSpec::Pids(_), _) => {
@@ -104,10 +114,19 @@ pub(super) fn attach<'obj>(
                 }
             }
             (TargetSpec::Command(argv), Some(command)) => {
-                attach_command(&mut probe, &argv[0])?;
+                let bins = allocator::command_binaries(&argv[0]);
+                if attach_image(&mut probe, &bins)? == 0 {
+                    bail!(
+                        "found no allocator to probe for `{}`: it is not dynamically linked \
+                         against libc and defines no malloc and free symbols",
+                        argv[0].to_string_lossy()
+                    );
+                }
                 // Its tables are loaded when it reaches its entry point,
                 // where it stops until they are (or at the next poll).
-                stop_at_entry(&mut probe, &argv[0]);
+                if let Some(exe) = &bins.executable {
+                    stop_at_entry(&mut probe, &mut entries, exe);
+                }
                 unwind.pids.push(command.pid());
             }
             _ => bail!("--probe memleak needs --pid, --container or a command"),
@@ -120,7 +139,47 @@ pub(super) fn attach<'obj>(
         kernel,
         options: config.memleak,
         target: session.describe(),
+        entries,
+        unprobed: Vec::new(),
     }))
+}
+
+impl MemleakRecorder<'_> {
+    /// A process of the command exec'd a new program and waits: probe the
+    /// new program's allocators and entry point, then let it run.
+    fn new_image(&mut self, pid: u32) {
+        // The old program's memory went with its address space.
+        match self.probe.forget_process(pid) {
+            Ok(n) => log::debug!("pid {pid} exec'd: {n} allocations of its old program dropped"),
+            Err(e) => log::warn!("{e}"),
+        }
+        let bins = allocator::process_image_binaries(pid);
+        match attach_image(&mut self.probe, &bins) {
+            Ok(0) => {
+                let name = bins
+                    .executable
+                    .as_ref()
+                    .map_or_else(|| format!("pid {pid}"), |e| e.display().to_string());
+                log::warn!(
+                    "{name} (pid {pid}) has no allocator flameprobe can probe: its \
+                     allocations are not recorded"
+                );
+                self.unprobed.push(format!("{name} (pid {pid})"));
+            }
+            Ok(n) => log::info!("pid {pid} exec'd: {n} allocator binaries probed"),
+            Err(e) => {
+                log::warn!("pid {pid}: {e:#}; its allocations are not recorded");
+                self.unprobed.push(format!("pid {pid}"));
+            }
+        }
+        if let Some(exe) = &bins.executable {
+            stop_at_entry(&mut self.probe, &mut self.entries, exe);
+        }
+        if !self.unwind.pids.contains(&pid) {
+            self.unwind.pids.push(pid);
+        }
+        resume(pid);
+    }
 }
 
 impl Recorder for MemleakRecorder<'_> {
@@ -131,6 +190,12 @@ impl Recorder for MemleakRecorder<'_> {
         let mut b = self.book.borrow_mut();
         self.unwind
             .sync_all(&self.probe.unwind_maps(), &mut b.stacks.table);
+        let execs = std::mem::take(&mut b.execs);
+        drop(b);
+        for pid in execs {
+            self.new_image(pid);
+        }
+        let mut b = self.book.borrow_mut();
         for pid in std::mem::take(&mut b.stopped) {
             self.unwind
                 .sync(&self.probe.unwind_maps(), &mut b.stacks.table, pid);
@@ -173,6 +238,7 @@ impl Recorder for MemleakRecorder<'_> {
             kernel,
             options,
             target,
+            unprobed,
             ..
         } = *self;
         // Stop recording, then read the state at this instant.
@@ -211,27 +277,40 @@ impl Recorder for MemleakRecorder<'_> {
             frequency: None,
             lost: stats.lost(),
             summary: SummaryInfo {
-                notes: notes(&stats),
+                notes: notes(&stats, &unprobed),
                 list_stacks: true,
                 // The in-kernel unwinder's depth is fixed.
                 truncation_hint: None,
                 ..SummaryInfo::default()
             },
-            when_empty: WhenEmpty::Note(format!(
-                "nothing outstanding: every allocation {target} made during the {:.1}s \
-                 recording (older than {:?}) was freed ({} allocations, {} frees, {} lost)",
-                rec.recorded.as_secs_f64(),
-                options.min_age,
-                stats.allocs,
-                stats.frees,
-                stats.lost()
-            )),
+            when_empty: WhenEmpty::Note(if unprobed.is_empty() {
+                format!(
+                    "nothing outstanding: every allocation {target} made during the {:.1}s \
+                     recording (older than {:?}) was freed ({} allocations, {} frees, {} lost)",
+                    rec.recorded.as_secs_f64(),
+                    options.min_age,
+                    stats.allocs,
+                    stats.frees,
+                    stats.lost()
+                )
+            } else {
+                format!(
+                    "nothing outstanding in the programs whose allocator could be probed \
+                     ({} allocations, {} frees); {} programs had none, and their allocations \
+                     were not recorded: {}",
+                    stats.allocs,
+                    stats.frees,
+                    unprobed.len(),
+                    unprobed.join(", ")
+                )
+            }),
         })
     }
 }
 
-/// The summary's lines about the probe's own counters.
-fn notes(stats: &MemleakStats) -> Vec<String> {
+/// The summary's lines about the probe's own counters, and the processes
+/// whose allocations could not be recorded at all.
+fn notes(stats: &MemleakStats, unprobed: &[String]) -> Vec<String> {
     let mut out = vec![format!(
         "{} allocations and {} frees seen during the recording, {} lost",
         stats.allocs,
@@ -251,6 +330,14 @@ fn notes(stats: &MemleakStats) -> Vec<String> {
             stats.stack_lost
         ));
     }
+    if !unprobed.is_empty() {
+        out.push(format!(
+            "warning: {} programs of the command had no allocator flameprobe could probe, \
+             so their allocations are missing (and not in the lost count): {}",
+            unprobed.len(),
+            unprobed.join(", ")
+        ));
+    }
     if stats.targets_full > 0 {
         out.push(format!(
             "warning: {} processes started by the targets were not followed (target table full)",
@@ -263,16 +350,17 @@ fn notes(stats: &MemleakStats) -> Vec<String> {
 /// Makes a launched command stop at its executable's entry point, so that
 /// its unwind tables are loaded before its own code runs. Without it (no
 /// ELF executable found) they are loaded at the next poll instead.
-fn stop_at_entry(probe: &mut MemleakProbe<'_>, program: &std::ffi::OsStr) {
-    let Some(exe) = allocator::command_binaries(program).executable else {
+fn stop_at_entry(probe: &mut MemleakProbe<'_>, done: &mut HashSet<FileKey>, exe: &Path) {
+    let Ok(file) = File::open(exe) else {
         return;
     };
-    let entry = File::open(&exe)
-        .map_err(|e| e.to_string())
-        .and_then(|f| allocator::program_entry(&f));
-    match entry {
+    match file.metadata() {
+        Ok(m) if done.insert(FileKey::of_metadata(&m)) => {}
+        _ => return, // stopped there already
+    }
+    match allocator::program_entry(&file) {
         Ok(offset) => {
-            if let Err(e) = probe.attach_entry(&exe, offset) {
+            if let Err(e) = probe.attach_entry(exe, offset) {
                 log::info!("{e}; unwind tables are loaded at the first poll");
             }
         }
@@ -402,45 +490,40 @@ fn attach_process(probe: &mut MemleakProbe<'_>, table: &mut ProcessTable, pid: u
     Ok(())
 }
 
-/// Probes the allocators a command will use once it runs (it is held
-/// before exec, so its maps are not its own yet): a static allocator in its
-/// executable, allocator libraries it needs or preloads, and the system
-/// libc when it is dynamically linked. Probes cover every process mapping
-/// these files and are filtered to the command and its children in BPF.
-fn attach_command(probe: &mut MemleakProbe<'_>, program: &std::ffi::OsStr) -> Result<()> {
-    let bins = allocator::command_binaries(program);
-    let mut paths: Vec<PathBuf> = bins.executable.into_iter().collect();
-    paths.extend(bins.libraries);
+/// Probes the allocators a program will use once it runs: a static
+/// allocator in its executable, allocator libraries it needs or preloads,
+/// and the system libc when it is dynamically linked. Probes cover every
+/// process mapping these files and are filtered to the command and its
+/// children in BPF. Returns how many of the files are allocators (probed
+/// now or before).
+fn attach_image(probe: &mut MemleakProbe<'_>, bins: &allocator::CommandBinaries) -> Result<usize> {
+    let mut paths: Vec<PathBuf> = bins.executable.iter().cloned().collect();
+    paths.extend(bins.libraries.iter().cloned());
     if bins.dynamic {
         paths.extend(allocator::own_libc());
     }
-    let mut attached = 0;
+    let mut allocators = 0;
     for path in paths {
-        if try_attach_file(probe, &path)? {
-            attached += 1;
+        if try_attach_file(probe, &path)?.is_some() {
+            allocators += 1;
         }
     }
-    if attached == 0 {
-        bail!(
-            "found no allocator to probe for `{}`: it is not dynamically linked against \
-             libc and defines no malloc and free symbols",
-            program.to_string_lossy()
-        );
-    }
-    Ok(())
+    Ok(allocators)
 }
 
-fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<bool> {
+/// Probes the allocator entry points of the file at `path`: `None` when
+/// it is no allocator, else whether the probes are new.
+fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<Option<bool>> {
     let Ok(file) = File::open(path) else {
-        return Ok(false);
+        return Ok(None);
     };
     let key = match file.metadata() {
         Ok(m) => FileKey::of_metadata(&m),
-        Err(_) => return Ok(false),
+        Err(_) => return Ok(None),
     };
     let eps = allocator::entry_points_of(&file).unwrap_or_default();
     if eps.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     use std::os::fd::AsRawFd;
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
@@ -452,7 +535,7 @@ fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<bool> {
             path.display()
         );
     }
-    Ok(fresh)
+    Ok(Some(fresh))
 }
 
 #[cfg(test)]

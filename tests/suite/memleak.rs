@@ -154,6 +154,77 @@ fn memleak_command_mode_attaches_before_the_command_runs() {
     assert_exact_leaks(&folded, &err);
 }
 
+/// The command execs the leaking program with another allocator preloaded
+/// (`env LD_PRELOAD=libjemalloc.so.2 leaks`): the new program's allocator
+/// is probed when it execs, so its exact leaks are seen, not env's.
+#[test]
+fn memleak_follows_exec_to_a_preloaded_allocator() {
+    require_root!();
+    let jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+    assert!(
+        std::path::Path::new(jemalloc).exists(),
+        "{jemalloc} (apt-get install libjemalloc2; scripts/install-deps.sh does)"
+    );
+    let bin = build_c("leaks.c", "leaks", FP_FLAGS);
+    let preload = format!("LD_PRELOAD={jemalloc}");
+    let out = run_ok(&[
+        "record",
+        "--probe",
+        "memleak",
+        "--min-age",
+        "0",
+        "-d",
+        "60s",
+        "-o",
+        "-",
+        "--",
+        "env",
+        &preload,
+        bin.to_str().unwrap(),
+        "cmd",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
+    // jemalloc's own bookkeeping aside, exactly the leaks of the program.
+    let ours: std::collections::BTreeMap<String, u64> = folded
+        .into_iter()
+        .filter(|(s, _)| s.contains(";main;"))
+        .collect();
+    assert_exact_leaks(&ours, &err);
+}
+
+/// A program without an allocator flameprobe can probe, exec'd by the
+/// command: the summary says its allocations are missing instead of
+/// "0 lost".
+#[test]
+fn memleak_says_when_a_program_could_not_be_probed() {
+    require_root!();
+    let stripped = build_c(
+        "leaks.c",
+        "leaks-static-stripped",
+        &["-O1", "-static", "-s"],
+    );
+    let out = run_ok(&[
+        "record",
+        "--probe",
+        "memleak",
+        "-d",
+        "60s",
+        "-o",
+        "-",
+        "--",
+        "sh",
+        "-c",
+        &format!("{} cmd", stripped.display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("had no allocator flameprobe could probe")
+            && err.contains("leaks-static-stripped"),
+        "{err}"
+    );
+}
+
 #[test]
 fn memleak_cross_thread_frees_leave_nothing() {
     require_root!();
