@@ -13,6 +13,7 @@ mod jit;
 mod jit_record;
 mod memleak;
 mod offcpu;
+mod output;
 mod pprof_go;
 mod record_cli;
 mod record_containers;
