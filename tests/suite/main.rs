@@ -20,4 +20,5 @@ mod record_containers;
 mod record_cpu;
 mod record_dwarf;
 mod report;
+mod target_root;
 mod unwind;
