@@ -78,55 +78,54 @@ fn character_devices_stay_devices() {
     assert_eq!(meta.rdev(), nix::sys::stat::makedev(1, 7));
 }
 
+/// Runs a bash `script` in a private mount namespace whose /dev is a fresh
+/// tmpfs with the usual `fd`, `stdout`, `stderr` links and a null device,
+/// so that a flameprobe that got `-o /dev/...` wrong cannot damage the
+/// machine's /dev. Returns its output (stdout piped).
+fn in_private_dev(script: &str) -> std::process::Output {
+    let setup = "mount -t tmpfs -o mode=755 none /dev && ln -s /proc/self/fd /dev/fd \
+                 && ln -s /proc/self/fd/1 /dev/stdout && ln -s /proc/self/fd/2 /dev/stderr \
+                 && mknod -m 666 /dev/null c 1 3 && exec bash -c \"$0\"";
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", setup])
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running unshare")
+}
+
 #[test]
 fn descriptors_named_by_path_are_written_into() {
+    require_root!();
     let dir = tempfile::tempdir().unwrap();
     let expected = expected_folded();
     let bin = env!("CARGO_BIN_EXE_flameprobe");
-    let fixture = fixture();
+    let convert = format!("'{bin}' convert '{}' -f folded -o", s(&fixture()));
 
     // A file the shell opened as descriptor 3 (appending to what is there).
     let file = dir.path().join("fd3.txt");
     std::fs::write(&file, "before\n").unwrap();
-    let status = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "'{bin}' convert '{}' -o /dev/fd/3 -f folded 3>>'{}'",
-            s(&fixture),
-            s(&file)
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let out = in_private_dev(&format!("{convert} /dev/fd/3 3>>'{}'", s(&file)));
+    assert!(out.status.success(), "{}", stderr(&out));
     let mut want = b"before\n".to_vec();
     want.extend_from_slice(&expected);
     assert_eq!(std::fs::read(&file).unwrap(), want);
 
     // A pipe as descriptor 3, as `-o >(cmd)` gives.
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "'{bin}' convert '{}' -o /dev/fd/3 -f folded 3>&1 >/dev/null",
-            s(&fixture)
-        ))
-        .output()
-        .unwrap();
+    let out = in_private_dev(&format!("{convert} /dev/fd/3 3>&1 >/dev/null"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, expected);
 
     // /dev/stdout and /proc/self/fd/1 with standard output piped.
     for path in ["/dev/stdout", "/proc/self/fd/1"] {
-        let out = flameprobe()
-            .args(["convert", s(&fixture), "-o", path, "-f", "folded"])
-            .stdout(Stdio::piped())
-            .output()
-            .unwrap();
+        let out = in_private_dev(&format!("{convert} {path}"));
         assert!(out.status.success(), "{path}: {}", stderr(&out));
         assert_eq!(out.stdout, expected, "{path}");
     }
 
     // A descriptor that is not open is refused by name.
-    let out = run(&["convert", s(&fixture), "-o", "/dev/fd/9", "-f", "folded"]);
+    let out = in_private_dev(&format!("{convert} /dev/fd/9"));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("file descriptor 9 is not open"),
@@ -140,17 +139,25 @@ fn a_fifo_reader_gets_everything() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let reader = {
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
         let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).unwrap())
-    };
+        std::thread::spawn(move || tx.send(std::fs::read(fifo).unwrap()));
+    }
     let out = convert_to(&fifo, "folded");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(reader.join().unwrap(), expected_folded());
-    assert!(std::fs::symlink_metadata(&fifo)
-        .unwrap()
-        .file_type()
-        .is_fifo());
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "still a FIFO"
+    );
+    // A reader that is never fed would wait forever: fail instead.
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the FIFO's reader got no data");
+    assert_eq!(got, expected_folded());
 }
 
 #[test]
