@@ -11,6 +11,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 use crate::cli::Cli;
+use crate::output::{Destination, Output};
 
 pub fn completions(shell: Shell, w: &mut dyn Write) -> Result<()> {
     let mut cmd = Cli::command();
@@ -59,6 +60,7 @@ fn exit_status_section(buf: &mut Vec<u8>) {
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<()> {
-    crate::output::atomic::write_file(path, |w| w.write_all(data))
-        .with_context(|| format!("writing {}", path.display()))
+    let dest = Destination::File(path.to_path_buf());
+    Output::prepare(&dest)?.write(|w| w.write_all(data))?;
+    Ok(())
 }

@@ -5,6 +5,9 @@
 //! A process is snapshotted the first time one of its samples arrives, and
 //! its binaries are opened then (through `/proc/PID/map_files` or
 //! `/proc/PID/root`, so binaries inside containers and deleted files work).
+//! What is opened is checked to be the file the process mapped (see
+//! [`open_mapped`]): the process's root is controlled by whoever controls
+//! the process, who may have planted something else at the path since.
 //! Unwinding and symbolization read these snapshots only, so a process that
 //! exits during the recording still unwinds and symbolizes. Binaries are
 //! shared between processes by (device, inode): each file is opened and
@@ -16,14 +19,16 @@
 //! [`ProcessTable::labels`] is the one place that builds a stack's
 //! [`Labels`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::container::{ContainerCache, ContainerLabels};
 use crate::proc::{self, MapEntry};
 use crate::profile::Labels;
+use crate::safe_fs::{self, SafeOpenError};
 
 /// Identifies a binary on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,6 +154,8 @@ impl ProcessInfo {
 pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
     files: HashMap<FileKey, Arc<ModuleFile>>,
+    /// Binaries that could not be opened (said once in the log).
+    unopened: HashSet<FileKey>,
     /// The executable mappings of processes as the kernel reported them
     /// ([`MapEvent`]s), for processes gone before their maps were read.
     logged: HashMap<u32, Vec<MapEntry>>,
@@ -257,14 +264,20 @@ impl ProcessTable {
     }
 
     /// Installs a snapshot from maps read elsewhere (e.g. saved with a
-    /// captured sample), opening each binary by its path.
+    /// captured sample), opening each binary by its path in our own root
+    /// (non-blocking, regular files only). Device and inode are those of the
+    /// machine the maps were saved on, so they are not compared.
     pub fn adopt(&mut self, pid: u32, name: &str, entries: Vec<MapEntry>) {
         let mut mappings = Vec::with_capacity(entries.len());
         for entry in entries {
-            let module = entry
-                .is_file()
-                .then(|| self.open_file(&entry, &[std::path::PathBuf::from(&entry.path)]))
-                .flatten();
+            let module = if entry.is_file() {
+                let own = std::process::id();
+                self.open_with(pid, &entry, |e| {
+                    safe_fs::open_in_process_root(own, Path::new(&e.path)).map_err(NotOpened::Open)
+                })
+            } else {
+                None
+            };
             mappings.push(Mapping { entry, module });
         }
         self.snapshots += 1;
@@ -391,7 +404,7 @@ impl ProcessTable {
     fn snapshot_from_log(&mut self, pid: u32, entries: Vec<MapEntry>, version: u64) -> ProcessInfo {
         let mut mappings = Vec::with_capacity(entries.len());
         for entry in entries {
-            let module = self.open_logged(&entry);
+            let module = self.open_logged(pid, &entry);
             mappings.push(Mapping { entry, module });
         }
         ProcessInfo {
@@ -403,50 +416,46 @@ impl ProcessTable {
         }
     }
 
-    /// The file of a logged mapping, by its path in flameprobe's root, if
-    /// it is the same file (device and inode); never blocking, regular
-    /// files only.
-    fn open_logged(&mut self, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
-        let key = FileKey::of_map_entry(entry);
-        if let Some(f) = self.files.get(&key) {
-            return Some(f.clone());
-        }
-        let root = crate::safe_fs::open_dir(std::path::Path::new("/")).ok()?;
-        use std::os::fd::AsFd;
-        let file = crate::safe_fs::open_file(
-            root.as_fd(),
-            std::path::Path::new(&entry.path),
-            crate::safe_fs::Scope::InRoot,
-        )
-        .ok()?;
-        if FileKey::of_metadata(&file.metadata().ok()?) != key {
-            return None;
-        }
-        let module = Arc::new(ModuleFile {
-            key,
-            path: entry.path.clone(),
-            file,
-        });
-        self.files.insert(key, module.clone());
-        Some(module)
+    /// The file of a logged mapping of process `pid` (gone), by its path
+    /// in flameprobe's root, if it is the same file (device and inode);
+    /// never blocking, regular files only.
+    fn open_logged(&mut self, pid: u32, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
+        let own = std::process::id();
+        self.open_with(pid, entry, |e| {
+            let file =
+                safe_fs::open_in_process_root(own, Path::new(&e.path)).map_err(NotOpened::Open)?;
+            check_mapped(e, file)
+        })
     }
 
     fn open_module(&mut self, pid: u32, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
-        // map_files reaches the exact mapped file (even deleted or in another
-        // mount namespace); the root path is the fallback.
-        let candidates = [
-            proc::proc_path(pid, &format!("map_files/{:x}-{:x}", entry.start, entry.end)),
-            proc::proc_path(pid, "root").join(entry.path.trim_start_matches('/')),
-        ];
-        self.open_file(entry, &candidates)
+        self.open_with(pid, entry, |e| open_mapped(pid, e))
     }
 
-    fn open_file(&mut self, entry: &MapEntry, candidates: &[PathBuf]) -> Option<Arc<ModuleFile>> {
+    /// The shared handle on the binary `entry` maps, opened with `open` the
+    /// first time; `None` (said once with -v) when it cannot be.
+    fn open_with(
+        &mut self,
+        pid: u32,
+        entry: &MapEntry,
+        open: impl FnOnce(&MapEntry) -> Result<File, NotOpened>,
+    ) -> Option<Arc<ModuleFile>> {
         let key = FileKey::of_map_entry(entry);
         if let Some(f) = self.files.get(&key) {
             return Some(f.clone());
         }
-        let file = candidates.iter().find_map(|p| File::open(p).ok())?;
+        let file = match open(entry) {
+            Ok(f) => f,
+            Err(why) => {
+                if self.unopened.insert(key) {
+                    log::info!(
+                        "pid {pid}: {}: not opened, its frames stay unsymbolized: {why}",
+                        entry.path
+                    );
+                }
+                return None;
+            }
+        };
         let module = Arc::new(ModuleFile {
             key,
             path: entry.path.clone(),
@@ -454,6 +463,100 @@ impl ProcessTable {
         });
         self.files.insert(key, module.clone());
         Some(module)
+    }
+}
+
+/// Why the binary of a mapping was not opened.
+#[derive(Debug)]
+pub enum NotOpened {
+    /// No regular file could be opened (missing, not permitted, a FIFO,
+    /// device or directory, a link leading out of the root).
+    Open(SafeOpenError),
+    /// A regular file was opened, but not the one the process mapped.
+    NotMapped { mapped: FileKey, found: FileKey },
+}
+
+impl fmt::Display for NotOpened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotOpened::Open(e) => write!(f, "{e}"),
+            NotOpened::NotMapped { mapped, found } => write!(
+                f,
+                "the file at that path inside the process's root (device {:#x}, inode {}) is \
+                 not the one it mapped (device {:#x}, inode {}): replaced since it was mapped",
+                found.dev, found.inode, mapped.dev, mapped.inode
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NotOpened {}
+
+/// Opens the file that mapping `entry` of process `pid` maps, for reading:
+/// through `/proc/PID/map_files` (the exact mapped inode, also when it was
+/// deleted or lives in another mount namespace; the kernel allows it with
+/// `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE` only), else by its path,
+/// resolved inside the process's root. Both ways open regular files only,
+/// without blocking, and accept only the file whose device and inode are
+/// those `/proc/PID/maps` shows.
+pub fn open_mapped(pid: u32, entry: &MapEntry) -> Result<File, NotOpened> {
+    match safe_fs::open_map_file(pid, entry.start, entry.end)
+        .map_err(NotOpened::Open)
+        .and_then(|f| check_mapped(entry, f))
+    {
+        Ok(f) => return Ok(f),
+        Err(e) => log::debug!("pid {pid}: {} through map_files: {e}", entry.path),
+    }
+    let root = std::fs::read_link(proc::proc_path(pid, "root")).unwrap_or_default();
+    let path = path_in_root(&entry.path, &root.to_string_lossy());
+    let file = safe_fs::open_in_process_root(pid, Path::new(path)).map_err(NotOpened::Open)?;
+    check_mapped(entry, file)
+}
+
+/// The path of a mapped file inside the process's root, given the path
+/// `/proc/PID/maps` shows and where `/proc/PID/root` points. Both are
+/// shown as flameprobe sees them: a process chrooted into a directory
+/// flameprobe can reach shows `/srv/jail/bin/app` for its `/bin/app` (and
+/// its root is `/srv/jail`); a process in a container with its own mount
+/// namespace shows paths from the container's root (and its root reads
+/// `/`). A mapping from outside a chroot keeps its path (it will not be
+/// found, or not be the mapped file).
+fn path_in_root<'a>(mapped: &'a str, root: &str) -> &'a str {
+    let root = root.trim_end_matches('/');
+    if root.is_empty() {
+        return mapped;
+    }
+    match mapped.strip_prefix(root) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => mapped,
+    }
+}
+
+/// Accepts `file` as the binary of `entry` when its device and inode are
+/// those `/proc/PID/maps` shows.
+///
+/// On overlayfs (containers) the two agree on Linux 6.18: maps shows the
+/// overlay's device and inode (the kernel reports the inode of the path
+/// the process used, `file_user_inode`), and so does `fstat` of the file
+/// opened through `/proc/PID/root` or `map_files`; observed for files of
+/// an image's lower layer and of the upper layer (podman). Older kernels
+/// (about 4.19 to 6.7) showed the underlying file system's device in maps
+/// instead, with the same inode number: there the root path gives the
+/// overlay's device and is refused here, so such binaries stay
+/// unsymbolized unless map_files works (it opens the underlying file
+/// itself, which matches). Refusing is the sound side: an inode number
+/// alone does not identify a file across devices.
+pub fn check_mapped(entry: &MapEntry, file: File) -> Result<File, NotOpened> {
+    let mapped = FileKey::of_map_entry(entry);
+    let found = FileKey::of_metadata(
+        &file
+            .metadata()
+            .map_err(|e| NotOpened::Open(SafeOpenError::Io(e)))?,
+    );
+    if found == mapped {
+        Ok(file)
+    } else {
+        Err(NotOpened::NotMapped { mapped, found })
     }
 }
 
@@ -571,5 +674,103 @@ mod tests {
     fn vanished_process_is_unavailable() {
         let mut table = ProcessTable::new();
         assert!(table.get(u32::MAX - 3).unavailable);
+    }
+
+    #[test]
+    fn mapped_paths_are_made_relative_to_the_process_root() {
+        // A container: paths are already relative to its root.
+        assert_eq!(path_in_root("/bin/busybox", "/"), "/bin/busybox");
+        // A chroot flameprobe can reach.
+        assert_eq!(path_in_root("/srv/jail/bin/app", "/srv/jail"), "/bin/app");
+        assert_eq!(path_in_root("/srv/jail/bin/app", "/srv/jail/"), "/bin/app");
+        // Not below the root (mapped before the chroot), or a mere prefix.
+        assert_eq!(
+            path_in_root("/lib/libc.so.6", "/srv/jail"),
+            "/lib/libc.so.6"
+        );
+        assert_eq!(
+            path_in_root("/srv/jailbird/x", "/srv/jail"),
+            "/srv/jailbird/x"
+        );
+        // Unknown root: as shown.
+        assert_eq!(path_in_root("/usr/bin/app", ""), "/usr/bin/app");
+    }
+
+    /// A map entry for `path` as /proc/PID/maps would show it.
+    fn entry_for(path: &Path, dev: (u32, u32), inode: u64) -> MapEntry {
+        MapEntry {
+            start: 0x1000,
+            end: 0x2000,
+            readable: true,
+            executable: true,
+            offset: 0,
+            dev_major: dev.0,
+            dev_minor: dev.1,
+            inode,
+            path: path.to_string_lossy().into_owned(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn only_the_mapped_device_and_inode_are_accepted() {
+        use std::os::unix::fs::MetadataExt;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let meta = file.as_file().metadata().unwrap();
+        let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
+        let open = || File::open(file.path()).unwrap();
+
+        let same = entry_for(file.path(), dev, meta.ino());
+        assert!(check_mapped(&same, open()).is_ok());
+        let other_inode = entry_for(file.path(), dev, meta.ino() + 1);
+        let err = check_mapped(&other_inode, open()).unwrap_err();
+        assert!(
+            matches!(err, NotOpened::NotMapped { found, .. } if found == FileKey::of_metadata(&meta))
+        );
+        assert!(
+            err.to_string().contains("replaced since it was mapped"),
+            "{err}"
+        );
+        let other_device = entry_for(file.path(), (dev.0 + 1, dev.1), meta.ino());
+        assert!(check_mapped(&other_device, open()).is_err());
+    }
+
+    #[test]
+    fn a_replaced_binary_is_not_taken_from_the_root_path() {
+        // Map a file, as a process maps its binary, then replace it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.so");
+        std::fs::write(&path, b"the mapped one").unwrap();
+        let mapped = File::open(&path).unwrap();
+        // SAFETY: read-only private mapping of a file nobody writes.
+        let map = unsafe { memmap2::Mmap::map(&mapped) }.unwrap();
+        let replacement = dir.path().join("new.so");
+        std::fs::write(&replacement, b"a planted one").unwrap();
+        std::fs::rename(&replacement, &path).unwrap();
+
+        let pid = std::process::id();
+        let start = map.as_ptr() as u64;
+        let entry = proc::read_maps(pid)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.start == start)
+            .expect("the mapping is listed");
+        assert!(entry.deleted, "{entry:?}");
+        assert_eq!(entry.path, path.to_str().unwrap());
+
+        // The root path now leads to the replacement: refused.
+        let by_path = safe_fs::open_in_process_root(pid, &path).unwrap();
+        let err = check_mapped(&entry, by_path).unwrap_err();
+        assert!(matches!(err, NotOpened::NotMapped { .. }), "{err}");
+        // open_mapped gives the mapped file (map_files, with CAP_SYS_ADMIN)
+        // or nothing, never the replacement.
+        match open_mapped(pid, &entry) {
+            Ok(mut f) => {
+                let bytes = safe_fs::read_limited(&mut f, 100).unwrap();
+                assert_eq!(bytes, b"the mapped one");
+            }
+            Err(e) => assert!(matches!(e, NotOpened::NotMapped { .. }), "{e}"),
+        }
+        drop(map);
     }
 }

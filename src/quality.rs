@@ -1,7 +1,8 @@
 //! Stack quality: how many user stacks were unwound to their entry point,
-//! how many were cut short, and which binaries left frames unsymbolized.
+//! how many were cut short, and which binaries left frames unsymbolized
+//! (and which of them could not even be opened).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::profile::{FrameKind, Location, Profile};
@@ -41,6 +42,9 @@ pub struct StackQuality {
     pub unsymbolized: BTreeMap<String, u64>,
     /// What would give longer stacks (shown with the truncated share).
     pub truncation_hint: Option<String>,
+    /// Binaries among those that were not opened at all: no regular file
+    /// with the mapped device and inode inside the process's root.
+    pub unopened: BTreeSet<String>,
 }
 
 impl StackQuality {
@@ -85,7 +89,10 @@ pub fn assess(profile: &Profile) -> StackQuality {
         }
         let mut seen: Vec<String> = Vec::new();
         for l in &user {
-            if let Some(module) = unsymbolized_module(profile, l) {
+            if let Some((module, opened)) = unsymbolized_module(profile, l) {
+                if !opened {
+                    q.unopened.insert(module.clone());
+                }
                 if !seen.contains(&module) {
                     seen.push(module);
                 }
@@ -115,7 +122,9 @@ pub fn unnamed_jit_by_pid(profile: &Profile) -> BTreeMap<u32, (u64, u64)> {
         let count = stack.values[events];
         let e = out.entry(pid).or_default();
         e.1 += count;
-        if locs().any(|l| unsymbolized_module(profile, l).is_some_and(|m| m.starts_with("[anon"))) {
+        if locs()
+            .any(|l| unsymbolized_module(profile, l).is_some_and(|(m, _)| m.starts_with("[anon")))
+        {
             e.0 += count;
         }
     }
@@ -123,16 +132,20 @@ pub fn unnamed_jit_by_pid(profile: &Profile) -> BTreeMap<u32, (u64, u64)> {
 }
 
 /// The binary of a frame that was not symbolized (its name is the
-/// `module+0xoffset` fallback), if it was not.
-fn unsymbolized_module(profile: &Profile, l: &Location) -> Option<String> {
+/// `module+0xoffset` fallback), if it was not, and whether that binary was
+/// opened. A frame of a file mapping whose binary was not opened has no
+/// module and carries the mapped path (`/usr/bin/app+0x1a2b`).
+fn unsymbolized_module(profile: &Profile, l: &Location) -> Option<(String, bool)> {
     let name = &l.lines.first()?.function;
     let (module, offset) = name.rsplit_once("+0x")?;
     if l.lines.len() != 1 || offset.is_empty() || !offset.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
+    let base = || module.rsplit('/').next().unwrap_or(module).to_string();
     match l.module.and_then(|m| profile.modules.get(m)) {
-        Some(m) if m.path.rsplit('/').next() == Some(module) => Some(module.to_string()),
-        None if module.starts_with('[') => Some(module.to_string()),
+        Some(m) if m.path.rsplit('/').next() == Some(module) => Some((module.to_string(), true)),
+        None if module.starts_with('[') => Some((module.to_string(), true)),
+        None if module.starts_with('/') => Some((base(), false)),
         _ => None,
     }
 }
@@ -162,6 +175,15 @@ impl fmt::Display for StackQuality {
                 .map(|(m, n)| format!("{m} {:.1}%", self.pct(**n)))
                 .collect();
             writeln!(f, "  samples with unsymbolized frames: {}", list.join(", "))?;
+        }
+        if !self.unopened.is_empty() {
+            let names: Vec<&str> = self.unopened.iter().map(String::as_str).collect();
+            writeln!(
+                f,
+                "  not opened (no readable regular file with the mapped device and inode \
+                 inside the process's root; -v says why): {}",
+                names.join(", ")
+            )?;
         }
         Ok(())
     }
@@ -204,6 +226,7 @@ mod tests {
         assert_eq!(q.reached_entry, 6);
         assert_eq!(q.truncated, 3);
         assert_eq!(q.unsymbolized.get("libfoo.so"), Some(&3));
+        assert!(q.unopened.is_empty());
         let mut q = q;
         q.truncation_hint = Some("try this".into());
         let text = q.to_string();
@@ -211,6 +234,31 @@ mod tests {
         assert!(text.contains("60.0% of user stacks reached"), "{text}");
         assert!(text.contains("30.0% truncated"), "{text}");
         assert!(text.contains("libfoo.so 30.0%"), "{text}");
+        assert!(!text.contains("not opened"), "{text}");
+    }
+
+    #[test]
+    fn names_binaries_that_were_not_opened() {
+        let mut p = Profile::new(
+            vec![ValueType::new("samples", units::COUNT)],
+            Meta::default(),
+        );
+        // A file mapping without a module: its binary was not opened.
+        let app = p.intern_named(FrameKind::User, "/srv/app/server+0x1a2b");
+        let anon = p.intern_named(FrameKind::User, "[anon]+0x10");
+        let main = p.intern_named(FrameKind::User, "main");
+        p.add(Labels::default(), vec![app, app], &[4]);
+        p.add(Labels::default(), vec![main, anon], &[1]);
+        let q = assess(&p);
+        assert_eq!(q.unsymbolized.get("server"), Some(&4));
+        assert_eq!(q.unsymbolized.get("[anon]"), Some(&1));
+        assert_eq!(q.unopened.iter().collect::<Vec<_>>(), ["server"]);
+        let text = q.to_string();
+        assert!(text.contains("server 80.0%"), "{text}");
+        assert!(
+            text.contains("inside the process's root; -v says why): server\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //!   `RESOLVE_BENEATH` (nothing may leave a runtime's state directory),
 //!   always with `RESOLVE_NO_MAGICLINKS` (no `/proc/*/fd` jumps);
 //! - never blocks (`O_NONBLOCK`: a FIFO planted at the path cannot hang us);
-//! - accepts regular files only;
+//! - accepts regular files only, and opens nothing else: the path is first
+//!   opened as an `O_PATH` handle, its type checked, and only a regular file
+//!   is then opened for reading (through our own descriptor's `/proc` link,
+//!   so it is the same inode). A device planted at the path is never
+//!   opened (a driver's open can have effects: a watchdog arms itself);
 //! - and reads are bounded by a size limit.
 //!
 //! `openat2` exists since Linux 5.6; flameprobe needs 5.8 (ring buffers).
@@ -129,16 +133,60 @@ fn open_regular(
     scope: Scope,
     extra_flags: i32,
 ) -> Result<File, SafeOpenError> {
-    let fd = openat2(
+    let handle = openat2(
         dir,
         rel,
-        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | extra_flags) as u64,
+        (libc::O_PATH | libc::O_CLOEXEC | extra_flags) as u64,
         scope,
     )?;
-    let file = File::from(fd);
-    let ft = file.metadata()?.file_type();
+    reopen_regular(handle, extra_flags & libc::O_NOFOLLOW != 0)
+}
+
+/// Opens the file that the mapping `start`-`end` of process `pid` maps,
+/// through `/proc/PID/map_files` (the exact inode, even deleted or in
+/// another mount namespace), like [`open_file`]: only a regular file, and
+/// without blocking. The kernel allows it with `CAP_SYS_ADMIN` or
+/// `CAP_CHECKPOINT_RESTORE` only.
+pub fn open_map_file(pid: u32, start: u64, end: u64) -> Result<File, SafeOpenError> {
+    let path = crate::proc::proc_path(pid, &format!("map_files/{start:x}-{end:x}"));
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // A magic link: plain open follows it to the mapped file itself.
+    // SAFETY: valid NUL-terminated path; a non-negative result is a new fd.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    reopen_regular(unsafe { OwnedFd::from_raw_fd(fd) }, false)
+}
+
+/// Opens the file behind an `O_PATH` handle for reading (non-blocking) if
+/// it is a regular file; `link_is_loop`: a symbolic link (the handle of an
+/// `O_NOFOLLOW` open) is reported as `ELOOP`, as a plain open would.
+fn reopen_regular(handle: OwnedFd, link_is_loop: bool) -> Result<File, SafeOpenError> {
+    let handle = File::from(handle);
+    let ft = handle.metadata()?.file_type();
     if ft.is_file() {
-        return Ok(file);
+        // Re-opening our own descriptor's link reaches the same inode
+        // without resolving any path again.
+        let own = format!("/proc/self/fd/{}", handle.as_raw_fd());
+        let c = CString::new(own).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: valid NUL-terminated path; a non-negative result is a new fd.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: the kernel returned a fresh descriptor that we now own.
+        return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    if ft.is_symlink() && link_is_loop {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP).into());
     }
     let what = if ft.is_fifo() {
         "FIFO"
@@ -148,6 +196,8 @@ fn open_regular(
         "socket"
     } else if ft.is_dir() {
         "directory"
+    } else if ft.is_symlink() {
+        "symbolic link"
     } else {
         "special file"
     };
@@ -295,6 +345,60 @@ mod tests {
         let mut f = open_file(d.as_fd(), Path::new("big"), Scope::Beneath).unwrap();
         let err = read_limited(&mut f, 1 << 20).unwrap_err();
         assert!(matches!(err, SafeOpenError::TooLarge { .. }), "{err}");
+    }
+
+    /// Whether anything opened `path` while `f` ran (inotify `IN_OPEN`; an
+    /// `O_PATH` handle is not an open).
+    fn opened_during(path: &Path, f: impl FnOnce()) -> bool {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain syscalls on a descriptor owned here.
+        unsafe {
+            let ino = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(ino >= 0);
+            let ino = OwnedFd::from_raw_fd(ino);
+            assert!(libc::inotify_add_watch(ino.as_raw_fd(), c.as_ptr(), libc::IN_OPEN) >= 0);
+            f();
+            let mut buf = [0u8; 4096];
+            let n = libc::read(ino.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+            n > 0
+        }
+    }
+
+    #[test]
+    fn opens_nothing_but_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let d = open_dir(dir.path()).unwrap();
+        assert!(!opened_during(&fifo, || {
+            let err = open_file(d.as_fd(), Path::new("fifo"), Scope::InRoot).unwrap_err();
+            assert!(matches!(err, SafeOpenError::NotRegular("FIFO")), "{err}");
+        }));
+        // The check itself sees opens.
+        assert!(opened_during(&file, || {
+            open_file(d.as_fd(), Path::new("file"), Scope::InRoot).unwrap();
+        }));
+    }
+
+    #[test]
+    fn map_files_reach_the_mapped_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mapped");
+        std::fs::write(&path, b"mapped").unwrap();
+        // SAFETY: read-only private mapping of a file nobody writes.
+        let map = unsafe { memmap2::Mmap::map(&File::open(&path).unwrap()) }.unwrap();
+        std::fs::write(dir.path().join("new"), b"planted").unwrap();
+        std::fs::rename(dir.path().join("new"), &path).unwrap();
+        let (start, end) = (map.as_ptr() as u64, map.as_ptr() as u64 + 4096);
+        match open_map_file(std::process::id(), start, end) {
+            Ok(mut f) => assert_eq!(read_limited(&mut f, 100).unwrap(), b"mapped"),
+            // Without CAP_SYS_ADMIN / CAP_CHECKPOINT_RESTORE.
+            Err(SafeOpenError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+            Err(e) => panic!("{e}"),
+        }
+        drop(map);
     }
 
     #[test]

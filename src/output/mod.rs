@@ -1,15 +1,17 @@
 //! Output writers. Each is a function from `&Profile` to `impl Write`; this
-//! module picks the format and writes files atomically.
+//! module picks the format, and [`sink`] where and how the bytes go.
 
-pub mod atomic;
 pub mod folded;
 pub mod pprof;
+pub mod sink;
 pub mod svg;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::profile::Profile;
+
+pub use sink::{Output, OutputError};
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -94,23 +96,15 @@ pub fn write_to(
     }
 }
 
-/// Writes `profile` to its destination: files atomically (temp + rename),
-/// stdout directly (a closed pipe surfaces as `BrokenPipe`).
+/// Writes `profile` to an output prepared (checked) before the work began;
+/// a closed pipe surfaces as a `BrokenPipe` source of the error.
 pub fn write(
     profile: &Profile,
     format: Format,
     opts: &WriteOptions,
-    dest: &Destination,
-) -> io::Result<()> {
-    match dest {
-        Destination::Stdout => {
-            let stdout = io::stdout();
-            let mut lock = io::BufWriter::new(stdout.lock());
-            write_to(profile, format, opts, &mut lock)?;
-            lock.flush()
-        }
-        Destination::File(path) => atomic::write_file(path, |w| write_to(profile, format, opts, w)),
-    }
+    out: Output,
+) -> Result<(), OutputError> {
+    out.write(|w| write_to(profile, format, opts, w))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::config::{ProbeKind, RecordConfig};
 use crate::container::members::ContainerWatch;
 use crate::container::{self, Container};
 use crate::jit::tracker::JitOptions;
-use crate::output::{self, atomic, Destination, Format, WriteOptions};
+use crate::output::{self, Destination, Format, Output, WriteOptions};
 use crate::probe::check_bpf_support;
 use crate::probe::mmaps::MapsWatch;
 use crate::probe::targets::TargetMaps;
@@ -210,7 +210,7 @@ impl Session<'_> {
 
 /// Runs a recording and writes its output.
 pub fn run(config: &RecordConfig) -> Result<()> {
-    let mut session = prepare(config)?;
+    let (mut session, out) = prepare(config)?;
     // Room for the BPF objects of the probe kind (wall-clock uses two).
     let (mut first, mut second) = (MaybeUninit::<OpenObject>::uninit(), MaybeUninit::uninit());
     let mut recorder: Box<dyn Recorder + '_> = match config.probe {
@@ -238,22 +238,19 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     let rec = record_until_stopped(&mut session, recorder.as_mut());
     let collected = recorder.finish(&session, &rec)?;
     rec.report_stop(config, &session.target);
-    write_profile(&session, &rec, collected)
+    write_profile(&session, &rec, collected, out)
 }
 
-/// Checks everything that can be checked cheaply (target, output path, BPF
+/// Checks everything that can be checked cheaply (target, output, BPF
 /// support), installs the signal handlers and launches the command (held
-/// before exec) if there is one.
-fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
+/// before exec) if there is one. Returns the session and the checked output.
+fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Output)> {
     let named_threads: &[u32] = config.only_threads.as_ref().map_or(&[], |t| &t.tids);
     let pids = match &config.target {
         TargetSpec::Pids(p) => crate::target::resolve_pids(p, named_threads)?,
         _ => Vec::new(),
     };
-    if let Destination::File(path) = &config.destination {
-        atomic::check_writable(path)
-            .with_context(|| format!("cannot write output '{}'", path.display()))?;
-    }
+    let out = Output::prepare(&config.destination)?;
     check_bpf_support()?;
     signals::install()?;
 
@@ -303,7 +300,7 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
             )
         })
         .ok();
-    Ok(Session {
+    let session = Session {
         config,
         target,
         filter,
@@ -312,7 +309,8 @@ fn prepare(config: &RecordConfig) -> Result<Session<'_>> {
         maps_watch,
         command,
         containers: containers.as_deref().map(ContainerWatch::new),
-    })
+    };
+    Ok((session, out))
 }
 
 /// The filter for the recorded containers, saying with -v what was
@@ -404,7 +402,12 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
 
 /// Symbolizes what was collected and writes the output, the summary and
 /// the report.
-fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -> Result<()> {
+fn write_profile(
+    session: &Session<'_>,
+    rec: &Recording,
+    collected: Collected,
+    out: Output,
+) -> Result<()> {
     let config = session.config;
     if collected.stacks.is_empty() {
         match &collected.when_empty {
@@ -459,8 +462,7 @@ fn write_profile(session: &Session<'_>, rec: &Recording, collected: Collected) -
             group_by: config.group_by,
         },
     };
-    output::write(&profile, config.format, &opts, &config.destination)
-        .with_context(|| format!("writing {}", config.destination))?;
+    output::write(&profile, config.format, &opts, out)?;
     log::info!(
         "output written {} ms after recording stopped",
         rec.stopped_at.elapsed().as_millis()
