@@ -207,7 +207,13 @@ pub fn process_image_binaries(pid: u32) -> CommandBinaries {
 /// (an LD_PRELOAD value).
 fn image_binaries(exe: PathBuf, preload: Option<&OsStr>) -> CommandBinaries {
     let mut out = CommandBinaries::default();
-    let Ok(data) = std::fs::read(&exe) else {
+    let Ok(file) = crate::safe_fs::open_own_file(&exe) else {
+        return out;
+    };
+    // SAFETY: a read-only private mapping of a regular file; a file
+    // changed under it gives wrong or no names, not unsafety in practice
+    // (the same assumption every ELF reader here makes).
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return out;
     };
     if let Ok((needed, runpath, dynamic)) = dynamic_info(&data) {
@@ -252,7 +258,10 @@ fn find_program(program: &OsStr) -> Option<PathBuf> {
 fn shebang(exe: &Path) -> Option<PathBuf> {
     use std::io::Read;
     let mut head = [0u8; 256];
-    let n = File::open(exe).ok()?.read(&mut head).ok()?;
+    let n = crate::safe_fs::open_own_file(exe)
+        .ok()?
+        .read(&mut head)
+        .ok()?;
     let head = head.get(..n)?.strip_prefix(b"#!")?;
     let line = head.split(|&b| b == b'\n').next()?;
     let interp = line

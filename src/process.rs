@@ -357,9 +357,11 @@ impl ProcessTable {
         self.snapshots += 1;
         let version = self.snapshots;
         let status = proc::read_status(pid).ok();
+        // A process that exited but was not reaped yet (a zombie) has
+        // empty maps: as good as gone.
         let entries = match proc::read_maps(pid) {
-            Ok(e) => e,
-            Err(_) => match self.logged.get(&pid).filter(|m| !m.is_empty()).cloned() {
+            Ok(e) if !e.is_empty() => e,
+            _ => match self.logged.get(&pid).filter(|m| !m.is_empty()).cloned() {
                 // Gone already: what the kernel reported it mapped.
                 Some(entries) => return self.snapshot_from_log(pid, entries, version),
                 None => {

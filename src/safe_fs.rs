@@ -211,6 +211,18 @@ pub fn open_in_process_root(pid: u32, path: &Path) -> Result<File, SafeOpenError
     open_file(root.as_fd(), path, Scope::InRoot)
 }
 
+/// Opens a path in flameprobe's own root (a launched command's files:
+/// its program, libraries it preloads) like [`open_file`]: without
+/// blocking, and only a regular file. Relative paths are from the
+/// current directory.
+pub fn open_own_file(path: &Path) -> Result<File, SafeOpenError> {
+    let abs = std::path::absolute(path)?;
+    let root = open_dir(Path::new("/"))?;
+    let rel = abs.strip_prefix("/").unwrap_or(&abs);
+    use std::os::fd::AsFd;
+    open_file(root.as_fd(), rel, Scope::InRoot)
+}
+
 /// Reads a whole file opened by [`open_file`], refusing more than `limit`
 /// bytes (checked before reading and while reading: the file may grow).
 pub fn read_limited(file: &mut File, limit: u64) -> Result<Vec<u8>, SafeOpenError> {
@@ -345,6 +357,31 @@ mod tests {
         let mut f = open_file(d.as_fd(), Path::new("big"), Scope::Beneath).unwrap();
         let err = read_limited(&mut f, 1 << 20).unwrap_err();
         assert!(matches!(err, SafeOpenError::TooLarge { .. }), "{err}");
+    }
+
+    /// A launched command's own files (its program, a preloaded library)
+    /// are opened without blocking, regular files only, by absolute or
+    /// relative path, through symlinks.
+    #[test]
+    fn own_files_are_opened_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(!opened_during(&fifo, || {
+            let err = open_own_file(&fifo).unwrap_err();
+            assert!(matches!(err, SafeOpenError::NotRegular("FIFO")), "{err}");
+        }));
+        std::fs::write(dir.path().join("prog"), b"ELF").unwrap();
+        std::os::unix::fs::symlink("prog", dir.path().join("link")).unwrap();
+        let mut text = String::new();
+        open_own_file(&dir.path().join("link"))
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "ELF");
+        // Relative to the current directory, as execvp resolves `./prog`.
+        let rel = Path::new("Cargo.toml");
+        assert!(open_own_file(rel).is_ok());
     }
 
     /// Whether anything opened `path` while `f` ran (inotify `IN_OPEN`; an

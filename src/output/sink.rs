@@ -268,6 +268,25 @@ impl Output {
         })
     }
 
+    /// Whether the output ends up where flameprobe's standard output goes
+    /// (`-o -`, `/dev/stdout`, `/dev/fd/1`, or the very file or pipe stdout
+    /// is): then a launched command's stdout and `--report` must go to
+    /// stderr instead, or they would mix with the profile.
+    pub fn shares_stdout(&self) -> bool {
+        let target = match &self.plan {
+            Plan::Stdout => return true,
+            Plan::Fd(fd) => nix::sys::stat::fstat(fd)
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino)),
+            Plan::Replace { existing, .. } => existing.map(|e| (e.dev, e.ino)),
+            Plan::InPlace { existing, .. } => Some((existing.dev, existing.ino)),
+        };
+        let ours = nix::sys::stat::fstat(std::io::stdout())
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino));
+        target.is_some() && target == ours
+    }
+
     /// Writes the output: `fill` writes everything into the writer it is
     /// given (buffered). A file that is replaced is only replaced when
     /// `fill` succeeded; a failed write leaves no temporary file behind.

@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -351,7 +350,7 @@ fn notes(stats: &MemleakStats, unprobed: &[String]) -> Vec<String> {
 /// its unwind tables are loaded before its own code runs. Without it (no
 /// ELF executable found) they are loaded at the next poll instead.
 fn stop_at_entry(probe: &mut MemleakProbe<'_>, done: &mut HashSet<FileKey>, exe: &Path) {
-    let Ok(file) = File::open(exe) else {
+    let Ok(file) = crate::safe_fs::open_own_file(exe) else {
         return;
     };
     match file.metadata() {
@@ -514,7 +513,7 @@ fn attach_image(probe: &mut MemleakProbe<'_>, bins: &allocator::CommandBinaries)
 /// Probes the allocator entry points of the file at `path`: `None` when
 /// it is no allocator, else whether the probes are new.
 fn try_attach_file(probe: &mut MemleakProbe<'_>, path: &Path) -> Result<Option<bool>> {
-    let Ok(file) = File::open(path) else {
+    let Ok(file) = crate::safe_fs::open_own_file(path) else {
         return Ok(None);
     };
     let key = match file.metadata() {

@@ -255,10 +255,7 @@ fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Output)> {
     signals::install()?;
 
     let command = match &config.target {
-        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(
-            argv,
-            config.destination == Destination::Stdout,
-        )?),
+        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(argv, out.shares_stdout())?),
         _ => None,
     };
     let containers = match &config.target {
@@ -455,6 +452,7 @@ fn write_profile(
     summary_info.notes.extend(jit.warnings());
     summary_info.quality_notes = jit.quality_lines(&profile);
 
+    let report_to_stderr = out.shares_stdout();
     let opts = WriteOptions {
         svg: config.svg.clone(),
         folded: FrameNameOptions {
@@ -473,18 +471,18 @@ fn write_profile(
             summary(&profile, &summary_info, config.format, &config.destination)
         );
     }
-    print_report(&profile, config)
+    print_report(&profile, config, report_to_stderr)
 }
 
 /// `--report`: the top-functions report of the recorded profile, on
 /// stdout, or on stderr when stdout carries the profile.
-fn print_report(profile: &Profile, config: &RecordConfig) -> Result<()> {
+fn print_report(profile: &Profile, config: &RecordConfig, to_stderr: bool) -> Result<()> {
     if !config.report {
         return Ok(());
     }
     let opts = ReportOptions::default();
     let text = report::render_text(profile, &report::build(profile, &opts), &opts);
-    if config.destination == Destination::Stdout {
+    if to_stderr {
         eprint!("{text}");
         return Ok(());
     }

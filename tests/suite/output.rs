@@ -338,3 +338,36 @@ fn unwritable_places_are_named() {
         stderr(&out)
     );
 }
+
+/// A launched command's own output never mixes with a profile that goes
+/// to flameprobe's stdout, however stdout is named (`-o -`,
+/// `/dev/stdout`): the command writes to stderr instead, and so does
+/// `--report`.
+#[test]
+fn a_command_never_writes_into_the_profile() {
+    require_root!();
+    let bin = env!("CARGO_BIN_EXE_flameprobe");
+    for path in ["-", "/dev/stdout"] {
+        let script = format!(
+            "'{bin}' record -q --report -F 999 -o {path} -f folded -- \
+             sh -c 'echo NOISE-FROM-COMMAND; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'"
+        );
+        let out = in_private_dev(&script);
+        assert!(out.status.success(), "{path}: {}", stderr(&out));
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        assert!(!text.is_empty(), "{path}: no profile");
+        for line in text.lines() {
+            let (_, count) = line.rsplit_once(' ').unwrap_or_default();
+            assert!(
+                count.parse::<u64>().is_ok() && !line.contains("NOISE"),
+                "{path}: not a folded line: {line:?}"
+            );
+        }
+        let err = stderr(&out);
+        assert!(err.contains("NOISE-FROM-COMMAND"), "{path}: {err}");
+        assert!(
+            err.contains("self"),
+            "{path}: the report goes to stderr: {err}"
+        );
+    }
+}

@@ -475,3 +475,35 @@ fn short_lived_processes_are_symbolized() {
         100.0 * share
     );
 }
+
+/// The command itself runs for 50 ms: it has exited (a zombie until
+/// flameprobe reaps it, with empty maps) before its samples are read; they
+/// are still symbolized, from the kernel's mmap records.
+#[test]
+fn a_brief_command_is_symbolized() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = build_c("brief.c", "brief", NOFP_FLAGS);
+    let out = run_ok(&[
+        "record",
+        "-F",
+        "999",
+        "-o",
+        "-",
+        "--",
+        bin.to_str().unwrap(),
+        "50",
+    ]);
+    let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
+    let all = total(&folded);
+    let named: u64 = folded
+        .iter()
+        .filter(|(s, _)| s.contains(";main;brief_work"))
+        .map(|(_, w)| w)
+        .sum();
+    assert!(all >= 20, "{all} samples: {folded:#?}");
+    assert!(
+        named as f64 >= 0.9 * all as f64,
+        "{named} of {all} samples symbolized: {folded:#?}"
+    );
+}
