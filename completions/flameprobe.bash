@@ -22,6 +22,9 @@ _flameprobe() {
             flameprobe,convert)
                 cmd="flameprobe__subcmd__convert"
                 ;;
+            flameprobe,doctor)
+                cmd="flameprobe__subcmd__doctor"
+                ;;
             flameprobe,generate)
                 cmd="flameprobe__subcmd__generate"
                 ;;
@@ -39,6 +42,9 @@ _flameprobe() {
                 ;;
             flameprobe__subcmd__help,convert)
                 cmd="flameprobe__subcmd__help__subcmd__convert"
+                ;;
+            flameprobe__subcmd__help,doctor)
+                cmd="flameprobe__subcmd__help__subcmd__doctor"
                 ;;
             flameprobe__subcmd__help,generate)
                 cmd="flameprobe__subcmd__help__subcmd__generate"
@@ -59,7 +65,7 @@ _flameprobe() {
 
     case "${cmd}" in
         flameprobe)
-            opts="-v -h -V --verbose --help --version record report convert completions generate help"
+            opts="-v -h -V --verbose --help --version record report convert doctor completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -132,6 +138,20 @@ _flameprobe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        flameprobe__subcmd__doctor)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         flameprobe__subcmd__generate)
             opts="-v -h --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -147,7 +167,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__help)
-            opts="record report convert completions generate help"
+            opts="record report convert doctor completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,6 +195,20 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__help__subcmd__convert)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flameprobe__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

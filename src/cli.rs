@@ -57,6 +57,9 @@ pub enum Cmd {
     Report(ReportArgs),
     /// Convert a profile between folded, pprof and SVG (also reads perf script).
     Convert(ConvertArgs),
+    /// Check what works on this machine (kernel, BTF, perf events,
+    /// privileges, runtimes, JVMs) and how to fix what does not.
+    Doctor(DoctorArgs),
     /// Print shell completions to stdout.
     Completions {
         /// Shell to generate completions for.
@@ -264,6 +267,23 @@ pub struct ReportArgs {
     #[arg(long)]
     pub by_thread: bool,
     /// Print the report (top table and tree) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+One line per check: ok, missing (a probe cannot run), warn (it runs with
+less) or info, what was found, and the fix for anything not ok; the last
+line says which probes can run here. Nothing is left attached, and JVMs
+are not signalled.
+Examples:
+  sudo flameprobe doctor
+  flameprobe doctor --json | jq '.probes'
+Exit codes: 0 record's default probe (cpu) can run here, 1 it cannot,
+2 usage error.")]
+pub struct DoctorArgs {
+    /// Print the checks and the probes as JSON.
     #[arg(long)]
     pub json: bool,
 }

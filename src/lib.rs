@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod convert;
+pub mod doctor;
 pub mod generate;
 pub mod input;
 pub mod jit;

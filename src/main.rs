@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flameprobe::cli::{Cli, Cmd, EXIT_ERROR, EXIT_USAGE};
-use flameprobe::{convert, generate, record, report};
+use flameprobe::{convert, doctor, generate, record, report};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -39,6 +39,11 @@ fn main() -> ExitCode {
                 eprintln!("error: {msg}");
                 return ExitCode::from(EXIT_USAGE);
             }
+        },
+        Cmd::Doctor(args) => match doctor::run(args.json) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(EXIT_ERROR),
+            Err(e) => Err(e),
         },
         Cmd::Completions { shell } => generate::completions(shell, &mut io::stdout()),
         Cmd::Generate { dir } => generate::all(&dir),

@@ -266,6 +266,59 @@ pub fn process_alive(pid: u32) -> bool {
         .is_some_and(|state| state != "Z" && state != "X")
 }
 
+/// One line of `/proc/PID/mountinfo`: the fields flameprobe uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The directory of the file system mounted here (`/` unless a subtree
+    /// is bind-mounted), unescaped.
+    pub root: String,
+    /// Where it is mounted, unescaped.
+    pub mount_point: String,
+    pub fstype: String,
+    /// The file system's own options (for cgroup v1: its controllers).
+    pub super_options: String,
+}
+
+/// Parses the text of `/proc/PID/mountinfo`. Malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines().filter_map(parse_mountinfo_line).collect()
+}
+
+fn parse_mountinfo_line(line: &str) -> Option<Mount> {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+    let (left, right) = line.split_once(" - ")?;
+    let mut right = right.split(' ');
+    let fstype = right.next()?;
+    let super_options = right.nth(1).unwrap_or("");
+    let mut left = left.split(' ');
+    Some(Mount {
+        root: unescape_mountinfo(left.nth(3)?),
+        mount_point: unescape_mountinfo(left.next()?),
+        fstype: fstype.to_string(),
+        super_options: super_options.to_string(),
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +333,39 @@ mod tests {
 7ffd6bdf4000-7ffd6bdf6000 r-xp 00000000 00:00 0                          [vdso]
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
 ";
+
+    #[test]
+    fn parses_real_mountinfo() {
+        // This machine's cgroup2 and tracefs mounts, a line with several
+        // optional fields (Debian 12), an escaped mount point, and junk.
+        let text = "\
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+42 23 0:13 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw
+35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 master:2 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+624 620 0:26 /docker/fa4b /sys/fs/cgroup/my\\040dir ro,relatime master:5 - cgroup cgroup rw,xattr,name=systemd
+not a mountinfo line
+";
+        let mounts = parse_mountinfo(text);
+        assert_eq!(mounts.len(), 4);
+        assert_eq!(
+            mounts[0],
+            Mount {
+                root: "/".into(),
+                mount_point: "/sys/fs/cgroup/unified".into(),
+                fstype: "cgroup2".into(),
+                super_options: "rw".into(),
+            }
+        );
+        assert_eq!(mounts[1].fstype, "tracefs");
+        assert_eq!(mounts[2].mount_point, "/sys/fs/cgroup");
+        assert_eq!(
+            mounts[2].super_options,
+            "rw,nsdelegate,memory_recursiveprot"
+        );
+        assert_eq!(mounts[3].root, "/docker/fa4b");
+        assert_eq!(mounts[3].mount_point, "/sys/fs/cgroup/my dir");
+        assert_eq!(mounts[3].super_options, "rw,xattr,name=systemd");
+    }
 
     #[test]
     fn parses_real_maps() {

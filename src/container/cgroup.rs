@@ -261,35 +261,77 @@ fn is_uuid(s: &str) -> bool {
 /// root. `/sys/fs/cgroup` on a pure v2 system, `/sys/fs/cgroup/unified` in
 /// systemd's hybrid layout.
 pub fn parse_unified_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split(' ').next()?;
-        let fields: Vec<&str> = left.split(' ').collect();
-        let (root, mount_point) = (fields.get(3)?, fields.get(4)?);
-        (fstype == "cgroup2" && *root == "/")
-            .then(|| PathBuf::from(unescape_mountinfo(mount_point)))
-    })
+    unified_root_mount(&crate::proc::parse_mountinfo(mountinfo))
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
+fn unified_root_mount(mounts: &[crate::proc::Mount]) -> Option<PathBuf> {
+    mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup2" && m.root == "/")
+        .map(|m| PathBuf::from(&m.mount_point))
+}
+
+/// The cgroup hierarchies a mount namespace has, from `/proc/self/mountinfo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupLayout {
+    /// The v1 hierarchies: mount point and what it holds (its controllers,
+    /// or `name=systemd` for a named hierarchy), in mount order.
+    pub v1: Vec<(PathBuf, String)>,
+    /// Whether a cgroup2 file system is mounted at all (inside a container
+    /// without its own cgroup namespace, only a subtree may be).
+    pub v2_mounted: bool,
+    /// Where the unified (v2) hierarchy's root is mounted
+    /// ([`parse_unified_mount`]): cgroup ids can be read there.
+    pub unified: Option<PathBuf>,
+}
+
+impl CgroupLayout {
+    /// `unified` (v2 only), `hybrid` (v1 hierarchies beside the unified
+    /// one), `legacy` (v1 only) or `none`.
+    pub fn kind(&self) -> &'static str {
+        match (self.v1.is_empty(), self.v2_mounted) {
+            (true, true) => "unified",
+            (false, true) => "hybrid",
+            (false, false) => "legacy",
+            (true, false) => "none",
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses the cgroup mounts out of the text of `/proc/self/mountinfo`: each
+/// v1 hierarchy once (the first mount of it, of its root or, in a
+/// container, of a subtree), and the unified hierarchy.
+pub fn parse_cgroup_layout(mountinfo: &str) -> CgroupLayout {
+    let mounts = crate::proc::parse_mountinfo(mountinfo);
+    let mut v1: Vec<(PathBuf, String)> = Vec::new();
+    for m in mounts.iter().filter(|m| m.fstype == "cgroup") {
+        // Super options: rw, the controllers, name=..., and flags.
+        let holds: Vec<&str> = m
+            .super_options
+            .split(',')
+            .filter(|o| {
+                !matches!(
+                    *o,
+                    "rw" | "ro"
+                        | "xattr"
+                        | "noprefix"
+                        | "clone_children"
+                        | "cpuset_v2_mode"
+                        | "favordynmods"
+                        | ""
+                ) && (!o.contains('=') || o.starts_with("name="))
+            })
+            .collect();
+        let holds = holds.join(",");
+        if !v1.iter().any(|(_, h)| *h == holds) {
+            v1.push((PathBuf::from(&m.mount_point), holds));
+        }
+    }
+    CgroupLayout {
+        v1,
+        v2_mounted: mounts.iter().any(|m| m.fstype == "cgroup2"),
+        unified: unified_root_mount(&mounts),
+    }
 }
 
 /// Why a cgroup id could not be read.
@@ -600,6 +642,72 @@ mod tests {
         // Pure v1: none.
         let v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
         assert_eq!(parse_unified_mount(v1), None);
+    }
+
+    #[test]
+    fn tells_the_cgroup_layouts_apart() {
+        // This machine: hybrid (systemd's layout, v1 controllers + unified).
+        let hybrid = parse_cgroup_layout(&fixture("hybrid.mountinfo"));
+        assert_eq!(hybrid.kind(), "hybrid");
+        assert_eq!(
+            hybrid.unified,
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let holds: Vec<&str> = hybrid.v1.iter().map(|(_, h)| h.as_str()).collect();
+        assert_eq!(
+            holds,
+            [
+                "cpu",
+                "cpuacct",
+                "cpuset",
+                "memory",
+                "devices",
+                "freezer",
+                "blkio",
+                "pids",
+                "name=systemd"
+            ]
+        );
+        assert_eq!(hybrid.v1[0].0, PathBuf::from("/sys/fs/cgroup/cpu"));
+        // Debian 12's default: v2 only.
+        let v2 = "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
+        let unified = parse_cgroup_layout(v2);
+        assert_eq!(unified.kind(), "unified");
+        assert!(unified.v1.is_empty());
+        // A v1-only host (systemd, SELinux, docker).
+        let legacy = parse_cgroup_layout(&fixture("legacy.mountinfo"));
+        assert_eq!(legacy.kind(), "legacy");
+        assert_eq!(legacy.unified, None);
+        let holds: Vec<&str> = legacy.v1.iter().map(|(_, h)| h.as_str()).collect();
+        assert_eq!(
+            holds,
+            [
+                "name=systemd",
+                "perf_event",
+                "devices",
+                "cpuacct,cpu",
+                "freezer",
+                "net_prio,net_cls",
+                "cpuset",
+                "memory",
+                "pids",
+                "hugetlb",
+                "blkio"
+            ]
+        );
+        assert_eq!(legacy.v1[3].0, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        // Inside a docker container on a v1 host: subtrees of the host's
+        // hierarchies, still v1.
+        let inside = parse_cgroup_layout(&fixture("docker-v1-container.mountinfo"));
+        assert_eq!(inside.kind(), "legacy");
+        assert_eq!(inside.v1.len(), 8);
+        assert_eq!(inside.v1[0].1, "name=systemd");
+        // A v2 subtree without the hierarchy's root: v2, but no cgroup ids.
+        let sub = "2825 2824 0:22 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let sub = parse_cgroup_layout(sub);
+        assert_eq!((sub.kind(), sub.unified), ("unified", None));
+        assert_eq!(parse_cgroup_layout("").kind(), "none");
+        assert_eq!(parse_cgroup_layout("garbage\n").kind(), "none");
     }
 
     #[test]

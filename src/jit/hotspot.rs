@@ -168,6 +168,12 @@ pub fn bool_flag(cmdline: &[u8], environ: &[u8], name: &str) -> Option<bool> {
     })
 }
 
+/// What running without `-XX:+PreserveFramePointer` means for a JVM's
+/// stacks ([`preserves_frame_pointer`] is false), and the fix.
+pub const WITHOUT_FRAME_POINTER: &str =
+    "runs without -XX:+PreserveFramePointer: its stacks through JIT code are cut short";
+pub const FRAME_POINTER_FIX: &str = "restart it with -XX:+PreserveFramePointer";
+
 /// Whether JVM `pid` was started with `-XX:+PreserveFramePointer`, which
 /// makes its compiled code keep frame pointers (without it, stacks through
 /// JIT code are cut short); `None` when its options cannot be read.
@@ -349,15 +355,78 @@ pub fn jcmd(pid: u32, command: &str, opts: &AttachOptions) -> Result<String, Att
         pid,
         name: status.name.clone(),
     })?;
-    if let Some(version) = hotspot.version {
-        if version.feature < PERFMAP_SINCE && command.starts_with("Compiler.perfmap") {
-            return Err(AttachError::TooOld { pid, version });
-        }
-    }
+    refuse_too_old(pid, &hotspot, command)?;
     let stream = connect(pid, &status, opts)?;
     let request = [b"1\0jcmd\0", command.as_bytes(), b"\0\0\0"].concat();
     let reply = exchange(pid, stream, &request, opts.reply_timeout)?;
     parse_reply(pid, command, &reply)
+}
+
+/// The capabilities an attach uses, by number (linux/capability.h) and
+/// name: it hands the trigger file to the JVM's user (CAP_CHOWN), sends
+/// SIGQUIT to another user's process (CAP_KILL), and connects from a
+/// thread that takes the JVM's user and group (CAP_SETGID, CAP_SETUID; even
+/// for a JVM of one's own user, as dropping supplementary groups needs
+/// CAP_SETGID). Root has them all.
+pub const ATTACH_CAPABILITIES: &[(u32, &str)] = &[
+    (0, "CAP_CHOWN"),
+    (5, "CAP_KILL"),
+    (6, "CAP_SETGID"),
+    (7, "CAP_SETUID"),
+];
+
+/// What asking JVM `pid` for its perf map would run into, found without
+/// signalling it or connecting to it (for `flameprobe doctor`): `Ok` with
+/// the JVM when nothing known stands in the way, else the error the attach
+/// would end with (its text says what to do).
+pub fn check_attach(pid: u32) -> Result<HotSpot, AttachError> {
+    let gone = |source| AttachError::NoProcess { pid, source };
+    let status = proc::read_status(pid).map_err(gone)?;
+    let maps = proc::read_maps(pid).map_err(gone)?;
+    let hotspot = detect(pid, &maps).ok_or_else(|| AttachError::NotHotSpot {
+        pid,
+        name: status.name.clone(),
+    })?;
+    refuse_too_old(pid, &hotspot, "Compiler.perfmap")?;
+    // A listener that already runs (an earlier attach, -Xrs) is used as is.
+    let socket = format!("/tmp/.java_pid{}", status.ns_tgid());
+    let listening = safe_fs::process_root(pid)
+        .and_then(|root| safe_fs::open_path(root.as_fd(), Path::new(&socket), Scope::InRoot))
+        .and_then(|h| file_type(h.as_fd()))
+        .is_ok_and(|t| t == libc::S_IFSOCK);
+    if !listening {
+        refuse_listener_start(pid, &status)?;
+    }
+    Ok(hotspot)
+}
+
+/// `command` needs a newer JVM than `hotspot` (when its version is known).
+fn refuse_too_old(pid: u32, hotspot: &HotSpot, command: &str) -> Result<(), AttachError> {
+    match &hotspot.version {
+        Some(version)
+            if version.feature < PERFMAP_SINCE && command.starts_with("Compiler.perfmap") =>
+        {
+            Err(AttachError::TooOld {
+                pid,
+                version: version.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Why the JVM's attach listener must not or cannot be started with
+/// SIGQUIT: no handler (the signal would kill it) or attach disabled.
+fn refuse_listener_start(pid: u32, status: &Status) -> Result<(), AttachError> {
+    if !status.catches(libc::SIGQUIT) {
+        return Err(AttachError::NoSigquitHandler { pid });
+    }
+    let cmdline = read_proc_limited(pid, "cmdline").unwrap_or_default();
+    let environ = read_proc_limited(pid, "environ").unwrap_or_default();
+    if attach_disabled(&cmdline, &environ) {
+        return Err(AttachError::Disabled { pid });
+    }
+    Ok(())
 }
 
 /// The target's identity for the attach.
@@ -398,14 +467,7 @@ fn connect(pid: u32, status: &Status, opts: &AttachOptions) -> Result<UnixStream
     if let Some(stream) = jvm.try_connect()? {
         return Ok(stream);
     }
-    if !status.catches(libc::SIGQUIT) {
-        return Err(AttachError::NoSigquitHandler { pid });
-    }
-    let cmdline = read_proc_limited(pid, "cmdline").unwrap_or_default();
-    let environ = read_proc_limited(pid, "environ").unwrap_or_default();
-    if attach_disabled(&cmdline, &environ) {
-        return Err(AttachError::Disabled { pid });
-    }
+    refuse_listener_start(pid, status)?;
 
     let _trigger = Trigger::create(&jvm.tmp, &format!(".attach_pid{ns_pid}"), euid, egid)
         .map_err(setup("creating the trigger file in its /tmp"))?;

@@ -343,9 +343,10 @@ impl JitMaps {
             }
             if p.preserves_fp == Some(false) {
                 out.push(format!(
-                    "JVM {pid} ({}) runs without -XX:+PreserveFramePointer: its stacks through \
-                     JIT code are cut short; restart it with -XX:+PreserveFramePointer",
-                    p.name
+                    "JVM {pid} ({}) {}; {}",
+                    p.name,
+                    super::hotspot::WITHOUT_FRAME_POINTER,
+                    super::hotspot::FRAME_POINTER_FIX
                 ));
             }
         }

@@ -5,7 +5,7 @@ pub mod cpu;
 pub mod memleak;
 pub mod mmaps;
 pub mod offcpu;
-mod perf;
+pub(crate) mod perf;
 mod ring;
 mod setup;
 pub mod stacks;
@@ -22,6 +22,10 @@ pub(crate) fn c_string(raw: &[std::ffi::c_char]) -> String {
 }
 
 pub use setup::{check_bpf_support, enable_bpf_stats, ProbeError, VerifierStat};
+pub(crate) use setup::{
+    missing_capabilities, route_libbpf_log, setcap_command, CAP_BPF, CAP_DAC_READ_SEARCH,
+    CAP_PERFMON, CAP_SYSLOG, CAP_SYS_ADMIN, CAP_SYS_PTRACE, VMLINUX_BTF,
+};
 
 /// The skeleton generated from `bpf/profile.bpf.c` (and its shared types).
 #[allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]

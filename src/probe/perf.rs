@@ -4,14 +4,38 @@ use std::fs;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
+/// A clock that drives sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplingClock {
+    /// The software cpu-clock (a kernel timer): what flameprobe samples
+    /// with, available wherever perf events are, VMs included.
+    Software,
+    /// The hardware CPU-cycles counter: needs a PMU, which VMs often lack.
+    HardwareCycles,
+}
+
 /// Opens a software cpu-clock event on `cpu` for all tasks, sampling at
 /// `frequency` Hz (frequency mode).
 pub fn open_cpu_clock(cpu: u32, frequency: u64) -> io::Result<OwnedFd> {
+    open_sampling(SamplingClock::Software, cpu, frequency)
+}
+
+/// Opens a sampling event of `clock` on `cpu` for all tasks, at
+/// `frequency` Hz (frequency mode).
+pub fn open_sampling(clock: SamplingClock, cpu: u32, frequency: u64) -> io::Result<OwnedFd> {
     // SAFETY: perf_event_attr is plain old data; all-zero is its default.
     let mut attr: libbpf_sys::perf_event_attr = unsafe { std::mem::zeroed() };
-    attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
+    (attr.type_, attr.config) = match clock {
+        SamplingClock::Software => (
+            libbpf_sys::PERF_TYPE_SOFTWARE,
+            u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK),
+        ),
+        SamplingClock::HardwareCycles => (
+            libbpf_sys::PERF_TYPE_HARDWARE,
+            u64::from(libbpf_sys::PERF_COUNT_HW_CPU_CYCLES),
+        ),
+    };
     attr.size = std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32;
-    attr.config = u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK);
     attr.__bindgen_anon_1.sample_freq = frequency;
     attr.set_freq(1);
     // SAFETY: the attr pointer is valid for the call; the kernel copies it.

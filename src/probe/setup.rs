@@ -6,9 +6,30 @@ use std::path::Path;
 
 use crate::proc;
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+// Capability numbers (linux/capability.h) flameprobe checks for.
+pub(crate) const CAP_DAC_READ_SEARCH: u32 = 2;
+pub(crate) const CAP_SYS_PTRACE: u32 = 19;
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+pub(crate) const CAP_SYSLOG: u32 = 34;
+pub(crate) const CAP_PERFMON: u32 = 38;
+pub(crate) const CAP_BPF: u32 = 39;
+
+/// The kernel's own BTF, which every probe needs.
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// How to let flameprobe run without root: grant its binary the
+/// capabilities it needs (BPF, perf events), those that let it read other
+/// users' processes, and `extra` ones (`cap_syslog`).
+pub(crate) fn setcap_command(extra: &[&str]) -> String {
+    let mut caps = vec![
+        "cap_bpf",
+        "cap_perfmon",
+        "cap_sys_ptrace",
+        "cap_dac_read_search",
+    ];
+    caps.extend_from_slice(extra);
+    format!("sudo setcap {}+ep $(command -v flameprobe)", caps.join(","))
+}
 
 /// Why a probe cannot be used, each with the fix in its message.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +37,8 @@ pub enum ProbeError {
     #[error(
         "missing capability {missing}: flameprobe loads BPF programs and opens perf events, \
          which needs CAP_BPF and CAP_PERFMON (or root); run it with sudo, or grant them with \
-         `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep $(command -v flameprobe)`"
+         `{setcap}`",
+        setcap = setcap_command(&[])
     )]
     MissingCapability { missing: String },
     #[error(
@@ -64,7 +86,7 @@ pub fn check_bpf_support() -> Result<(), ProbeError> {
     if let Some(missing) = missing_capabilities(cap_eff) {
         return Err(ProbeError::MissingCapability { missing });
     }
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+    if !Path::new(VMLINUX_BTF).exists() {
         return Err(ProbeError::NoBtf);
     }
     Ok(())
@@ -196,7 +218,7 @@ fn parse_verifier_log(msg: &str) -> Option<VerifierStat> {
     })
 }
 
-fn route_libbpf_log() {
+pub(crate) fn route_libbpf_log() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
         if let Some(stat) = parse_verifier_log(&msg) {
             VERIFIER_STATS

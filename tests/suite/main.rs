@@ -9,6 +9,7 @@ mod cli;
 mod containers;
 mod containers_util;
 mod convert;
+mod doctor;
 mod jit;
 mod jit_record;
 mod memleak;
