@@ -622,6 +622,61 @@ fn read_sysctl(name: &str) -> Option<i64> {
         .and_then(|t| parse_sysctl_int(&t))
 }
 
+/// For a recording whose kernel frames stayed raw addresses: why (what
+/// `kernel.kptr_restrict` and the privileges make `/proc/kallsyms` show)
+/// and the fix, or `None` when kallsyms shows addresses after all.
+pub fn kernel_names_hint() -> Option<String> {
+    let visible = kallsyms_visible();
+    if visible == Some(true) {
+        return None;
+    }
+    let check = kptr_check(
+        read_sysctl("kernel/kptr_restrict"),
+        visible,
+        Privileges::of_self(),
+    );
+    Some(hint_line("kernel frames are raw addresses", &check))
+}
+
+/// For a recording with binaries that were not opened: the capabilities
+/// flameprobe lacks to read other users' processes and files, with the
+/// fix, or `None` when it has them (then -v says why per binary).
+pub fn file_access_hint() -> Option<String> {
+    file_access_hint_for(Privileges::of_self())
+}
+
+fn file_access_hint_for(privs: Privileges) -> Option<String> {
+    let missing: Vec<&str> = [
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+        (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
+    ]
+    .into_iter()
+    .filter(|&(cap, _)| !privs.has(cap))
+    .map(|(_, name)| name)
+    .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "warning: binaries were not readable: flameprobe lacks {} (other users' processes' \
+         files and /proc/PID/root); fix: run it as root, or `{}`",
+        missing.join(" and "),
+        setcap_command(&[])
+    ))
+}
+
+/// One warning line from a doctor check: what the user sees, the finding
+/// and the fix.
+fn hint_line(symptom: &str, check: &Check) -> String {
+    match &check.fix {
+        Some(fix) => format!(
+            "warning: {symptom}: kptr_restrict {}; fix: {fix}",
+            check.finding
+        ),
+        None => format!("warning: {symptom}: kptr_restrict {}", check.finding),
+    }
+}
+
 /// Whether `/proc/kallsyms` shows this process addresses (its first line).
 fn kallsyms_visible() -> Option<bool> {
     let file = std::fs::File::open("/proc/kallsyms").ok()?;
@@ -1389,6 +1444,20 @@ mod tests {
             c.fix.as_deref().unwrap().contains("CONFIG_PERF_EVENTS"),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn record_hints_name_the_missing_capabilities() {
+        assert_eq!(file_access_hint_for(ROOT), None);
+        let hint = file_access_hint_for(BPF_PERFMON).unwrap();
+        assert!(
+            hint.contains("CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"),
+            "{hint}"
+        );
+        assert!(hint.contains("setcap"), "{hint}");
+        let c = kptr_check(Some(2), Some(false), ROOT);
+        let line = hint_line("kernel frames are raw addresses", &c);
+        assert!(line.contains("kptr_restrict=1"), "{line}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::output::{self, Destination, Format, Output, WriteOptions};
 use crate::probe::check_bpf_support;
 use crate::probe::mmaps::MapsWatch;
 use crate::probe::targets::TargetMaps;
-use crate::profile::{FrameNameOptions, Meta, Profile, ValueType};
+use crate::profile::{FrameKind, FrameNameOptions, Meta, Profile, ValueType};
 use crate::report::{self, ReportOptions};
 use crate::signals;
 use crate::stacks::StackCollector;
@@ -604,6 +604,22 @@ pub(crate) fn summary(
     out.push_str(&quality.to_string());
     for note in &info.quality_notes {
         out.push_str(&format!("  {note}\n"));
+    }
+    // With reduced privileges: which capability or sysctl names the frames.
+    let raw_kernel = profile.locations.iter().any(|l| {
+        l.kind == FrameKind::Kernel
+            && l.lines
+                .first()
+                .is_some_and(|l| l.function.starts_with("0x"))
+    });
+    let hints = [
+        raw_kernel.then(crate::doctor::kernel_names_hint).flatten(),
+        (!quality.unopened.is_empty())
+            .then(crate::doctor::file_access_hint)
+            .flatten(),
+    ];
+    for hint in hints.into_iter().flatten() {
+        out.push_str(&format!("  {hint}\n"));
     }
     match dest {
         Destination::Stdout => out.push_str(&format!(

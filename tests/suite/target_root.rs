@@ -280,3 +280,70 @@ impl Inotify {
         matches!(self.fd.read(&mut buf), Ok(n) if n > 0)
     }
 }
+
+/// With only CAP_BPF and CAP_PERFMON (uid 0, no CAP_SYSLOG, no
+/// CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH), another user's program in a
+/// directory only it can read: the recording works, and the summary says
+/// which capability or sysctl would name the frames left unnamed.
+#[test]
+fn reduced_capabilities_say_what_would_name_the_frames() {
+    require_root!();
+    let bin = build_c("syscalls.c", "syscalls", FP_FLAGS);
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("syscalls");
+    std::fs::copy(&bin, &prog).unwrap();
+    let status = Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut target = Command::new("setpriv")
+        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+        .arg(&prog)
+        .arg("30")
+        .spawn()
+        .expect("starting the target as nobody");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-all,+bpf,+perfmon", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_flameprobe"))
+        .args([
+            "record",
+            "-p",
+            &target.id().to_string(),
+            "-d",
+            "1s",
+            "-o",
+            "-",
+        ])
+        .output()
+        .expect("running flameprobe with reduced capabilities");
+    let _ = target.kill();
+    let _ = target.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let folded = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !folded.contains("read_loop"),
+        "its binary cannot be read: {folded}"
+    );
+    assert!(
+        err.contains("lacks CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") && err.contains("setcap"),
+        "{err}"
+    );
+    // /proc/kallsyms hides addresses from a process without CAP_SYSLOG
+    // (unless perf_event_paranoid <= 1 with kptr_restrict 0).
+    if folded.contains(";0xffffffff") {
+        assert!(
+            err.contains("kernel frames are raw addresses") && err.contains("fix:"),
+            "{err}"
+        );
+    } else {
+        assert!(!err.contains("kernel frames are raw addresses"), "{err}");
+    }
+}
