@@ -8,9 +8,10 @@ events are recorded. flameprobe's own -v report gives the same from its
 process start, the BPF load time and the verifier's time and processed
 instructions per program. Medians over ROUNDS runs, kinds interleaved.
 
-Usage: sudo python3 bench/attach.py [--rounds N] [--against BINARY]
+Usage: sudo python3 bench/attach.py [--rounds N] [--against BINARY [--label TEXT]]
   --against: another flameprobe binary (e.g. an older build) measured in
-             the same run, for before/after figures.
+             the same run, for before/after figures; --label names it in
+             the table (e.g. "before the pipeline (35362d0)").
 Writes its table between the attach-bench markers of docs/benchmarks.md.
 """
 import os
@@ -24,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FP = os.path.join(ROOT, "target/release/flameprobe")
 ROUNDS = 5
 AGAINST = None
+LABEL = None
 args = sys.argv[1:]
 while args:
     a = args.pop(0)
@@ -31,6 +33,8 @@ while args:
         ROUNDS = int(args.pop(0))
     elif a == "--against":
         AGAINST = args.pop(0)
+    elif a == "--label":
+        LABEL = args.pop(0)
 
 KINDS = [
     ("cpu", []),
@@ -100,7 +104,7 @@ def main():
            "BPF load | verifier time / instructions per program (last run) |",
            "|---|---|---|---|---|---|"]
     for bname, kind, outside, own, load_ms, verifier in rows:
-        binary = "this build" if bname == "flameprobe" else f"`{AGAINST}`"
+        binary = "this build" if bname == "flameprobe" else (LABEL or f"`{AGAINST}`")
         own_s = f"{own} ms" if own is not None else "-"
         load_s = f"{load_ms:.0f} ms" if load_ms is not None else "-"
         out.append(f"| {binary} | {kind} | {outside * 1000:.0f} ms | {own_s} | {load_s} | {verifier} |")

@@ -21,9 +21,23 @@ fp=target/release/flameprobe
 bcc=$(command -v offcputime-bpfcc || true)
 bt=$(command -v bpftrace || true)
 if [ -n "$bcc" ] && ! timeout 60 "$bcc" -f 1 >/dev/null 2>"$out/bcc-check.log"; then
-	echo "bench: bcc's offcputime cannot run here ($(grep -m1 -iE 'header|error' "$out/bcc-check.log")); skipped" >&2
+	echo "bench: bcc's offcputime cannot run here ($(grep -m1 -iE 'header|error|failed|build' "$out/bcc-check.log")); skipped" >&2
 	bcc=""
 fi
+# Waits (at most 30 s) until pattern $1 shows up in one of the files.
+wait_for() {
+	local pat=$1 tries=0
+	shift
+	until grep -qs "$pat" "$@"; do
+		sleep 0.05
+		tries=$((tries + 1))
+		if [ "$tries" -ge 600 ]; then
+			echo "bench: no '$pat' after 30 s in $*:" >&2
+			cat "$@" >&2
+			exit 1
+		fi
+	done
+}
 bpf_stats_on() { [ -n "$(command -v bpftool)" ] && sysctl -qw kernel.bpf_stats_enabled=1; }
 bpf_stats_off() { sysctl -qw kernel.bpf_stats_enabled=0 2>/dev/null || true; }
 # ns per run of the programs whose name matches $1, from bpftool.
@@ -45,7 +59,7 @@ run() {
 	flameprobe)
 		taskset -c 0 "$fp" record --probe offcpu -p "$pid" -d 120s -v -q -o "$out/off.folded" 2>"$log" &
 		prof=$!
-		until grep -q "attached to" "$log" 2>/dev/null; do sleep 0.05; done
+		wait_for "attached to" "$log"
 		;;
 	bcc)
 		# -f: folded output; kernel and user stacks, the same target.
@@ -56,7 +70,8 @@ run() {
 	bpftrace)
 		taskset -c 0 "$bt" bench/offcputime.bt "$pid" >"$out/bpftrace.out" 2>"$log" &
 		prof=$!
-		until grep -q "Attaching" "$log" 2>/dev/null; do sleep 0.05; done
+		# "Attaching N probes..." goes to stdout or stderr depending on the version.
+		wait_for "Attaching" "$log" "$out/bpftrace.out"
 		sleep 0.5
 		;;
 	esac

@@ -51,7 +51,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Record a flame graph of where targets spend CPU time or leak memory.
+    /// Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory.
     Record(RecordArgs),
     /// Print the top functions and the call tree of a profile file.
     Report(ReportArgs),
@@ -83,6 +83,8 @@ Examples:
   sudo flameprobe record --container web -d 30s -o web.svg
   sudo flameprobe record --probe memleak -p 1234 -d 30s -o leak.svg
   sudo flameprobe record --probe kmemleak -d 30s -o kernel-leak.svg
+  sudo flameprobe record --probe offcpu -p 1234 -d 30s -o waits.svg
+  sudo flameprobe record --probe wall --thread '^worker' -p 1234 -o wall.pb.gz
 Exit codes: 0 success, 1 error, 2 usage error.")]
 pub struct RecordArgs {
     /// Profile these processes (all their threads); repeat or comma-separate.

@@ -1,7 +1,25 @@
 //! flameprobe as a library: the binary in `main.rs` is a thin shell over
 //! these modules. Data flows one way:
-//! `cli` -> `config` -> `record` (target -> probe -> unwind -> symbolize)
-//! -> `profile` -> `output`.
+//!
+//! ```text
+//! cli -> config -> record::run
+//!   prepare: target (pids, containers, command held before exec) -> Filter,
+//!            output path checked (output::sink), BPF support (probe::setup)
+//!   attach:  the probe kind's Recorder (record/<kind>.rs over probe/<kind>.rs;
+//!            BPF programs in bpf/, one shared header)
+//!   poll:    ring buffers -> stacks (process knowledge from /proc and the
+//!            kernel's mmap records; user stacks unwound in unwind/, or in the
+//!            kernel with unwind::table rows) until -d, Ctrl-C or targets gone
+//!   finish:  StackCollector -> symbolize (ELF/DWARF, kallsyms, jit perf maps)
+//!            -> profile::Profile -> output (folded, SVG, pprof), summary, report
+//! report/convert: input -> profile::Profile -> report / output
+//! doctor:  what this machine can record, and the fixes
+//! ```
+//!
+//! Files of a profiled process are opened through `safe_fs` (inside its
+//! root, regular files only, never blocking); container knowledge lives
+//! in `container`, JIT runtimes in `jit`. `docs/architecture.md` has the
+//! module table and how to add a probe kind.
 
 pub mod allocator;
 pub mod buildid;
