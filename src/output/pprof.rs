@@ -229,15 +229,15 @@ pub fn encode(profile: &Profile) -> proto::Profile {
     }
     let display = &profile.sample_types[profile.display_index()];
     out.default_sample_type = strings.get(&display.name);
-    let (period_type, period) = match &profile.period {
-        Some((t, p)) => (t, *p),
-        None => (display, 1),
-    };
-    out.period_type = Some(proto::ValueType {
-        r#type: strings.get(&period_type.name),
-        unit: strings.get(&period_type.unit),
-    });
-    out.period = to_i64(period);
+    // Only sampled profiles have a period (pprof's are optional): an
+    // off-CPU or leak profile has none to claim.
+    if let Some((period_type, period)) = &profile.period {
+        out.period_type = Some(proto::ValueType {
+            r#type: strings.get(&period_type.name),
+            unit: strings.get(&period_type.unit),
+        });
+        out.period = to_i64(*period);
+    }
     out.time_nanos = to_i64(profile.meta.start_unix_ns);
     out.duration_nanos = to_i64(profile.meta.duration_ns);
 
@@ -485,6 +485,17 @@ mod tests {
         };
         p.add(labels, vec![main, inl, k], &[3, 30_000_000]);
         p
+    }
+
+    /// A profile that is not sampled (off-CPU time, leaks) claims no
+    /// period: a reader would otherwise show "period 1 ns".
+    #[test]
+    fn unsampled_profiles_have_no_period() {
+        let mut p = sample_profile();
+        p.period = None;
+        let e = encode(&p);
+        assert_eq!(e.period_type, None);
+        assert_eq!(e.period, 0);
     }
 
     #[test]

@@ -19,6 +19,11 @@ use crate::profile::{units, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{Unwinder, UserSnapshot, MAX_STACK_COPY};
 
+/// The time one sample stands for at `frequency` samples per second.
+pub(super) fn period_ns(frequency: u64) -> u64 {
+    1_000_000_000 / frequency.max(1)
+}
+
 /// The values one sample adds to its stack, given the sampling period.
 pub(super) type SampleValues = fn(period_ns: u64) -> Vec<u64>;
 
@@ -109,7 +114,7 @@ impl<'obj> CpuPart<'obj> {
             stacks,
             unwinder: Unwinder::new(config.unwind),
             samples: 0,
-            period_ns: 1_000_000_000 / config.frequency,
+            period_ns: period_ns(config.frequency),
             values,
         }));
         let stats_guard = if config.bpf_stats {

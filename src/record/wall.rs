@@ -94,7 +94,11 @@ impl Recorder for WallRecorder<'_> {
                 ValueType::new("offcpu", units::NANOSECONDS),
                 ValueType::new("events", units::COUNT),
             ],
-            period: None,
+            // The on-CPU half is sampled: each sample stands for a period.
+            period: Some((
+                ValueType::new("cpu", units::NANOSECONDS),
+                super::cpu::period_ns(session.config.frequency),
+            )),
             frequency: Some(session.config.frequency),
             lost: on.lost + off.lost,
             summary: SummaryInfo {

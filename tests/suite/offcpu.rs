@@ -158,6 +158,8 @@ fn wall_clock_splits_computing_from_waiting() {
         text.contains("Per thread:") && text.contains("offcpu"),
         "{text}"
     );
+    // The on-CPU half is sampled at 999 Hz: the header gives its period.
+    assert!(text.contains("999 Hz (period 1.0 ms)"), "{text}");
     // Off-CPU stacks end in the scheduler, on-CPU ones in compute.
     let out = run_ok(&["convert", pb.to_str().unwrap(), "-o", "-"]);
     let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
