@@ -579,8 +579,16 @@ pub(crate) fn summary(
     if profile.saturated {
         out.push_str("  warning: some totals exceeded 2^64 and were capped at the maximum\n");
     }
+    // Time off the CPU always ends in the scheduler: the top functions
+    // would all be kernel ones; the code that waited is above them.
+    let waits = matches!(
+        profile.meta.probe,
+        Some(crate::profile::ProbeKind::Offcpu | crate::profile::ProbeKind::Wall)
+    );
     if info.list_stacks {
         out.push_str(&largest_stacks(profile));
+    } else if waits {
+        out.push_str(&longest_waits(profile));
     } else {
         let total = profile.total_width().max(1);
         let top = profile.top_self();
@@ -634,6 +642,45 @@ pub(crate) fn summary(
 /// The largest stacks by the shown value, with their event counts,
 /// innermost frames first. Stacks that read the same (several call sites
 /// on one line, inlined copies) are merged, as in the folded output.
+/// The stacks holding the most time, by their frames outside the kernel
+/// (innermost first), for time off the CPU and wall-clock profiles.
+fn longest_waits(profile: &Profile) -> String {
+    use std::collections::HashMap;
+    let (display, events) = (profile.display_index(), profile.events_index());
+    let shown = &profile.sample_types[display];
+    let names = FrameNameOptions::threads(false);
+    let mut merged: HashMap<Vec<String>, (u64, u64)> = HashMap::new();
+    for s in &profile.stacks {
+        let user: Vec<String> = profile
+            .frame_names(s, &names)
+            .into_iter()
+            .filter(|f| !f.ends_with("_[k]"))
+            .collect();
+        let e = merged.entry(user).or_default();
+        e.0 = e.0.saturating_add(s.values[display]);
+        e.1 = e.1.saturating_add(s.values[events]);
+    }
+    let mut merged: Vec<(Vec<String>, (u64, u64))> = merged.into_iter().collect();
+    merged.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = String::new();
+    if !merged.is_empty() {
+        out.push_str(&format!(
+            "  largest stacks by {} ({}; frames outside the kernel, innermost first):\n",
+            shown.name,
+            profile.sample_types[events].noun()
+        ));
+    }
+    for (frames, (value, count)) in merged.iter().take(5) {
+        let tail: Vec<&str> = frames.iter().rev().take(5).map(String::as_str).collect();
+        out.push_str(&format!(
+            "  {:>10} {count:>8}  {}\n",
+            shown.format(*value),
+            tail.join(" <- ")
+        ));
+    }
+    out
+}
+
 fn largest_stacks(profile: &Profile) -> String {
     use std::collections::HashMap;
     let (display, events) = (profile.display_index(), profile.events_index());

@@ -77,6 +77,20 @@ fn slow_request_splits_its_blocked_time_by_method() {
         !folded.keys().any(|s| s.contains("ticker")),
         "--thread left the ticker out: {folded:#?}"
     );
+    // The summary names the code that waited, not the scheduler: the
+    // longest wait is slow_method2's (4.5 s in three requests).
+    let waits: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.contains("largest stacks by offcpu"))
+        .skip(1)
+        .take_while(|l| l.contains(" <- "))
+        .collect();
+    assert!(
+        waits
+            .first()
+            .is_some_and(|l| l.contains("sleep_ms <- slow_method2") && !l.contains("_[k]")),
+        "{err}"
+    );
 }
 
 /// Wall-clock time of a thread that computes 30 ms (of CPU time) and sleeps
