@@ -3,7 +3,6 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
@@ -11,7 +10,7 @@ use libbpf_rs::{Link, OpenObject};
 use super::c_string;
 use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
-use super::ring::Ring;
+use super::ring::{Delivery, Ring};
 use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
 use super::targets::{self, set_filter_rodata, TargetMaps};
 use crate::target::{Filter, ThreadFilter};
@@ -132,6 +131,16 @@ pub struct CpuProbe<'obj> {
     links: Vec<Link>,
 }
 
+impl<'obj> Delivery<'obj> for CpuProbe<'obj> {
+    fn ring(&self) -> &Ring<'obj> {
+        &self.ring
+    }
+
+    fn links(&mut self) -> &mut Vec<Link> {
+        &mut self.links
+    }
+}
+
 impl<'obj> CpuProbe<'obj> {
     /// Loads and attaches the sampler. `on_sample` receives every record.
     pub fn attach(
@@ -201,23 +210,6 @@ impl<'obj> CpuProbe<'obj> {
             }
         })?;
         Ok(CpuProbe { skel, ring, links })
-    }
-
-    /// Waits until the program has a batch of records queued, or `until`.
-    pub fn wait(&self, until: Instant) {
-        self.ring.wait(until);
-    }
-
-    /// Delivers what is queued, until `until` at most.
-    pub fn consume(&self, until: Instant) {
-        self.ring.consume_until(until);
-    }
-
-    /// Stops sampling, then delivers what is still queued, for at most
-    /// `budget`; returns whether everything was delivered.
-    pub fn stop(&mut self, budget: Duration) -> bool {
-        self.links.clear();
-        self.ring.drain(budget)
     }
 
     /// Run count and total run time (ns) of the sampling program, counted

@@ -6,13 +6,12 @@
 use std::collections::HashSet;
 use std::mem::MaybeUninit;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeMultiOpts};
 
 use super::memleak_skel::{types, MemleakSkel, MemleakSkelBuilder};
-use super::ring::Ring;
+use super::ring::{Delivery, Ring};
 use super::setup::{
     ensure_tracefs, load_reporting, percpu_counter, request_verifier_stats, ProbeError,
 };
@@ -114,6 +113,16 @@ pub struct MemleakProbe<'obj> {
     links: Vec<Link>,
     /// (pid or -1, binary) pairs already probed.
     attached: HashSet<(i32, FileKey)>,
+}
+
+impl<'obj> Delivery<'obj> for MemleakProbe<'obj> {
+    fn ring(&self) -> &Ring<'obj> {
+        &self.ring
+    }
+
+    fn links(&mut self) -> &mut Vec<Link> {
+        &mut self.links
+    }
 }
 
 impl<'obj> MemleakProbe<'obj> {
@@ -297,28 +306,6 @@ impl<'obj> MemleakProbe<'obj> {
             self.links.push(link);
         }
         Ok(true)
-    }
-
-    /// Waits until the program has a batch of records queued, or `until`.
-    pub fn wait(&self, until: Instant) {
-        self.ring.wait(until);
-    }
-
-    /// Delivers what is queued, until `until` at most.
-    pub fn consume(&self, until: Instant) {
-        self.ring.consume_until(until);
-    }
-
-    /// Delivers what is still queued, for at most `budget`; returns whether
-    /// everything was delivered.
-    pub fn drain(&self, budget: Duration) -> bool {
-        self.ring.drain(budget)
-    }
-
-    /// Detaches every probe (no more allocations are recorded) while the
-    /// maps stay readable.
-    pub fn detach(&mut self) {
-        self.links.clear();
     }
 
     /// The target maps of this program.

@@ -6,7 +6,7 @@ pub mod memleak;
 pub mod mmaps;
 pub mod offcpu;
 pub(crate) mod perf;
-mod ring;
+pub mod ring;
 mod setup;
 pub mod stacks;
 pub(crate) mod targets;
@@ -21,6 +21,7 @@ pub(crate) fn c_string(raw: &[std::ffi::c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+pub use ring::Delivery;
 pub use setup::{check_bpf_support, enable_bpf_stats, ProbeError, VerifierStat};
 pub(crate) use setup::{
     missing_capabilities, route_libbpf_log, setcap_command, CAP_BPF, CAP_DAC_READ_SEARCH,

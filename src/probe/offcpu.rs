@@ -4,14 +4,14 @@
 //! threads still off the CPU, are read at the end.
 
 use std::mem::MaybeUninit;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use super::c_string;
 use super::offcpu_skel::{types, OffcpuSkel, OffcpuSkelBuilder};
-use super::ring::Ring;
+use super::ring::{Delivery, Ring};
 use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
 use super::stacks::{StackRecord, UnwindMaps};
 use super::targets::{self, set_filter_rodata, TargetMaps};
@@ -138,6 +138,16 @@ pub struct OffcpuProbe<'obj> {
     links: Vec<Link>,
 }
 
+impl<'obj> Delivery<'obj> for OffcpuProbe<'obj> {
+    fn ring(&self) -> &Ring<'obj> {
+        &self.ring
+    }
+
+    fn links(&mut self) -> &mut Vec<Link> {
+        &mut self.links
+    }
+}
+
 impl<'obj> OffcpuProbe<'obj> {
     /// Loads and attaches the program. `on_stack` receives every new stack.
     pub fn attach(
@@ -214,23 +224,6 @@ impl<'obj> OffcpuProbe<'obj> {
             }
         })?;
         Ok(OffcpuProbe { skel, ring, links })
-    }
-
-    /// Waits until the program has a batch of records queued, or `until`.
-    pub fn wait(&self, until: Instant) {
-        self.ring.wait(until);
-    }
-
-    /// Delivers what is queued, until `until` at most.
-    pub fn consume(&self, until: Instant) {
-        self.ring.consume_until(until);
-    }
-
-    /// Stops recording (the maps stay readable), then delivers the stacks
-    /// still queued, for at most `budget`; returns whether all were.
-    pub fn stop(&mut self, budget: Duration) -> bool {
-        self.links.clear();
-        self.ring.drain(budget)
     }
 
     /// The target threads off the CPU right now (a task iterator), for

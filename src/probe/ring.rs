@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, RingBuffer, RingBufferBuilder};
 
 use super::setup::ProbeError;
 
@@ -95,15 +95,41 @@ impl<'cb> Ring<'cb> {
     /// Delivers what is queued for at most `budget`. Returns whether
     /// everything was delivered.
     pub fn drain(&self, budget: Duration) -> bool {
-        self.deadline.set(Instant::now() + budget);
-        self.cut.set(false);
-        let rc = self.ring.consume_raw();
-        if rc < 0 && rc != STOP {
-            log::debug!(
-                "ring buffer consume: {}",
-                std::io::Error::from_raw_os_error(-rc)
-            );
-        }
-        !self.cut.get()
+        !self.consume_until(Instant::now() + budget)
+    }
+}
+
+/// A probe that delivers through a [`Ring`] while its links are held:
+/// the recording loop's side of every probe, written once.
+pub trait Delivery<'obj> {
+    fn ring(&self) -> &Ring<'obj>;
+    fn links(&mut self) -> &mut Vec<Link>;
+
+    /// Waits until the program has a batch of records queued, or `until`.
+    fn wait(&self, until: Instant) {
+        self.ring().wait(until);
+    }
+
+    /// Delivers what is queued, until `until` at most.
+    fn consume(&self, until: Instant) {
+        self.ring().consume_until(until);
+    }
+
+    /// Detaches the programs (nothing more is recorded) while the maps
+    /// stay readable.
+    fn detach(&mut self) {
+        self.links().clear();
+    }
+
+    /// Delivers what is still queued, for at most `budget`; returns
+    /// whether everything was delivered.
+    fn drain(&self, budget: Duration) -> bool {
+        self.ring().drain(budget)
+    }
+
+    /// Detaches, then delivers what is still queued (see [`Self::drain`]).
+    fn stop(&mut self, budget: Duration) -> bool {
+        self.detach();
+        self.drain(budget)
     }
 }

@@ -15,6 +15,7 @@ use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FIN
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, CpuStats};
 use crate::probe::enable_bpf_stats;
 use crate::probe::targets::TargetMaps;
+use crate::probe::Delivery;
 use crate::profile::{units, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{Unwinder, UserSnapshot, MAX_STACK_COPY};

@@ -24,6 +24,7 @@ use crate::probe::memleak::{
     unsample, Allocators, MemleakConfig, MemleakEvent, MemleakProbe, MemleakStats, Outstanding,
 };
 use crate::probe::targets::TargetMaps;
+use crate::probe::Delivery;
 use crate::process::{FileKey, ProcessTable};
 use crate::profile::{units, ValueType};
 use crate::stacks::StackCollector;

@@ -22,6 +22,7 @@ use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FIN
 use crate::config::{OffcpuStates, RecordConfig};
 use crate::probe::offcpu::{OffcpuConfig, OffcpuProbe, OffcpuStats, StateFilter};
 use crate::probe::targets::TargetMaps;
+use crate::probe::Delivery;
 use crate::profile::{units, ValueType};
 use crate::stacks::{RawStack, StackCollector};
 use crate::unwind::{UnwindMode, Unwinder, UserSnapshot};

@@ -150,6 +150,7 @@ fn cgroup_id_matches_the_kernels() {
     let expected = c.cgroup_id.expect("a cgroup v2 id");
 
     use flameprobe::probe::cpu::{CpuConfig, CpuProbe};
+    use flameprobe::probe::Delivery;
     use flameprobe::target::Filter;
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let sink = seen.clone();
