@@ -116,10 +116,19 @@ impl StackCollector {
                 UserFrame::File { key, offset }
             }
             None => {
+                // A file whose binary was not opened is still named by its
+                // file offset, as every other unsymbolized frame (what
+                // addr2line or a debugger takes); other mappings by the
+                // offset into them.
+                let offset = if mapping.entry.is_file() {
+                    mapping.file_offset(addr)
+                } else {
+                    addr - mapping.entry.start
+                };
                 let frame = UserFrame::Pseudo {
                     pid,
                     name: mapping.entry.path.clone(),
-                    offset: addr - mapping.entry.start,
+                    offset,
                     addr,
                 };
                 if mapping.entry.executable

@@ -332,6 +332,30 @@ fn reduced_capabilities_say_what_would_name_the_frames() {
         !folded.contains("read_loop"),
         "its binary cannot be read: {folded}"
     );
+    // Its frames are named by file offset (what addr2line takes): each
+    // lies in one of the program's functions.
+    let nm = Command::new("nm").arg("-S").arg(&bin).output().unwrap();
+    let functions: Vec<(u64, u64)> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let start = u64::from_str_radix(f.first()?, 16).ok()?;
+            let size = u64::from_str_radix(f.get(1)?, 16).ok()?;
+            Some((start, start + size))
+        })
+        .collect();
+    let offsets: Vec<u64> = folded
+        .split(';')
+        .filter_map(|f| f.split_once("/syscalls+0x"))
+        .filter_map(|(_, hex)| u64::from_str_radix(hex.split(' ').next()?, 16).ok())
+        .collect();
+    assert!(!offsets.is_empty(), "{folded}");
+    for off in offsets {
+        assert!(
+            functions.iter().any(|&(a, b)| a <= off && off < b),
+            "syscalls+{off:#x} is in none of {functions:x?}: {folded}"
+        );
+    }
     assert!(
         err.contains("lacks CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") && err.contains("setcap"),
         "{err}"
