@@ -159,6 +159,10 @@ pub struct ProcessTable {
     /// The executable mappings of processes as the kernel reported them
     /// ([`MapEvent`]s), for processes gone before their maps were read.
     logged: HashMap<u32, Vec<MapEntry>>,
+    /// The parent of each process forked during the recording: a process
+    /// that is gone is looked at through its nearest live ancestor (same
+    /// root, same container, as good as always).
+    parents: HashMap<u32, u32>,
     events: Option<Box<dyn MapEventSource>>,
     /// Events the source lost.
     pub events_lost: u64,
@@ -181,6 +185,19 @@ impl ProcessTable {
             self.procs.insert(pid, info);
         }
         &self.procs[&pid]
+    }
+
+    /// The nearest ancestor of `pid` (itself excluded) that is still
+    /// running, from the fork records of the recording.
+    fn live_ancestor(&self, pid: u32) -> Option<u32> {
+        let mut at = pid;
+        for _ in 0..16 {
+            at = *self.parents.get(&at)?;
+            if proc::process_alive(at) {
+                return Some(at);
+            }
+        }
+        None
     }
 
     /// The labels of a stack seen in thread `tid` of process `pid`, named
@@ -220,11 +237,16 @@ impl ProcessTable {
         }
     }
 
-    /// The container labels of `pid` from its cgroup now.
+    /// The container labels of `pid` from its cgroup now; for a process
+    /// already gone, those of its nearest live ancestor (a process stays
+    /// in the container it was started in).
     fn container_of(&mut self, pid: u32) -> Option<ContainerLabels> {
-        self.containers
-            .get_or_insert_with(ContainerCache::new)
-            .labels_of(pid)
+        let ancestor = self.live_ancestor(pid);
+        let cache = self.containers.get_or_insert_with(ContainerCache::new);
+        match cache.try_labels_of(pid) {
+            Some(labels) => labels,
+            None => ancestor.and_then(|a| cache.labels_of(a)),
+        }
     }
 
     /// The mapping holding `addr` in `pid`; re-reads the maps once when the
@@ -326,6 +348,9 @@ impl ProcessTable {
                 maps.insert(at, entry);
             }
             MapEvent::Fork { pid, ppid } => {
+                if self.parents.len() < MAX_LOGGED {
+                    self.parents.insert(pid, ppid);
+                }
                 let parent = self.logged.get(&ppid).cloned().or_else(|| {
                     // A parent that was running before the recording: its
                     // executable mappings now.
@@ -359,9 +384,15 @@ impl ProcessTable {
         let status = proc::read_status(pid).ok();
         // A process that exited but was not reaped yet (a zombie) has
         // empty maps: as good as gone.
-        let entries = match proc::read_maps(pid) {
-            Ok(e) if !e.is_empty() => e,
-            _ => match self.logged.get(&pid).filter(|m| !m.is_empty()).cloned() {
+        let maps = proc::read_maps(pid).ok().filter(|e| !e.is_empty());
+        if maps.is_none() && !self.logged.contains_key(&pid) {
+            // Born and gone since the last sync (its sample was taken
+            // after it): its records are in the kernel's buffer now.
+            self.sync();
+        }
+        let entries = match maps {
+            Some(e) => e,
+            None => match self.logged.get(&pid).filter(|m| !m.is_empty()).cloned() {
                 // Gone already: what the kernel reported it mapped.
                 Some(entries) => return self.snapshot_from_log(pid, entries, version),
                 None => {
@@ -419,14 +450,19 @@ impl ProcessTable {
     }
 
     /// The file of a logged mapping of process `pid` (gone), by its path
-    /// in flameprobe's root, if it is the same file (device and inode);
-    /// never blocking, regular files only.
+    /// inside the root of its nearest live ancestor (a container's
+    /// process: the container's root), else in flameprobe's root, if it is
+    /// the same file (device and inode); never blocking, regular files only.
     fn open_logged(&mut self, pid: u32, entry: &MapEntry) -> Option<Arc<ModuleFile>> {
         let own = std::process::id();
+        let root = self.live_ancestor(pid).unwrap_or(own);
         self.open_with(pid, entry, |e| {
-            let file =
-                safe_fs::open_in_process_root(own, Path::new(&e.path)).map_err(NotOpened::Open)?;
-            check_mapped(e, file)
+            let open_in = |root: u32| {
+                safe_fs::open_in_process_root(root, Path::new(&e.path))
+                    .map_err(NotOpened::Open)
+                    .and_then(|file| check_mapped(e, file))
+            };
+            open_in(root).or_else(|why| if root == own { Err(why) } else { open_in(own) })
         })
     }
 

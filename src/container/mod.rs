@@ -280,10 +280,17 @@ impl ContainerCache {
     /// The container labels of process `pid`: `None` for a host process or
     /// when its cgroup cannot be read (it exited).
     pub fn labels_of(&mut self, pid: u32) -> Option<ContainerLabels> {
+        self.try_labels_of(pid).flatten()
+    }
+
+    /// Like [`Self::labels_of`], telling a process whose cgroup cannot be
+    /// read (gone: `None`) from one in no container (`Some(None)`).
+    pub fn try_labels_of(&mut self, pid: u32) -> Option<Option<ContainerLabels>> {
         let text = std::fs::read_to_string(crate::proc::proc_path(pid, "cgroup")).ok()?;
-        let found = cgroup::parse_proc_cgroup(&text).container?;
-        let meta = self.resolve_id(&found);
-        Some(ContainerLabels::of(&found.id, &meta))
+        Some(cgroup::parse_proc_cgroup(&text).container.map(|found| {
+            let meta = self.resolve_id(&found);
+            ContainerLabels::of(&found.id, &meta)
+        }))
     }
 
     /// Name, runtime and pod of the container a cgroup path named.

@@ -61,6 +61,11 @@ impl MapsWatch {
             attr.set_comm(1);
             attr.set_comm_exec(1);
             attr.set_task(1);
+            // Each record ends with its time, so the records of all CPUs
+            // can be applied in order (a child's exec and mmaps may be
+            // seen on another CPU than its fork).
+            attr.sample_type = u64::from(libbpf_sys::PERF_SAMPLE_TIME);
+            attr.set_sample_id_all(1);
             // Wake nobody: the recording polls.
             attr.set_watermark(1);
             attr.__bindgen_anon_2.wakeup_watermark = u32::MAX;
@@ -109,18 +114,25 @@ impl MapsWatch {
 impl MapEventSource for MapsWatch {
     fn drain(&mut self, f: &mut dyn FnMut(MapEvent)) -> u64 {
         let mut lost = 0;
+        let mut events = Vec::new();
         for ring in &self.rings {
-            ring.drain(&mut |r| match r {
-                Record::Event(ev) => f(ev),
+            ring.drain(&mut |time, r| match r {
+                Record::Event(ev) => events.push((time, ev)),
                 Record::Lost(n) => lost += n,
             });
+        }
+        // Stable: records of one CPU with equal times keep their order.
+        events.sort_by_key(|&(time, _)| time);
+        for (_, ev) in events {
+            f(ev);
         }
         lost
     }
 }
 
 impl PerfRing {
-    fn drain(&self, f: &mut impl FnMut(Record)) {
+    /// Hands every record with its time to `f`.
+    fn drain(&self, f: &mut impl FnMut(u64, Record)) {
         let meta = self.base.cast::<libbpf_sys::perf_event_mmap_page>();
         let data = self.base.wrapping_add(self.page);
         let size = (self.len - self.page) as u64;
@@ -146,7 +158,7 @@ impl PerfRing {
             // SAFETY: as above.
             record.extend((8..len).map(|i| unsafe { *at(i) }));
             if let Some(ev) = parse(kind, misc, &record) {
-                f(ev);
+                f(record_time(&record), ev);
             }
             tail += len;
         }
@@ -154,6 +166,16 @@ impl PerfRing {
         // SAFETY: tells the kernel the records up to `tail` were consumed.
         unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*meta).data_tail), tail) };
     }
+}
+
+/// The time a record ends with (`sample_id_all` with only
+/// `PERF_SAMPLE_TIME`), 0 if it is too short.
+fn record_time(body: &[u8]) -> u64 {
+    body.len()
+        .checked_sub(8)
+        .and_then(|at| body.get(at..))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_ne_bytes)
 }
 
 /// Parses one record's body (after its 8-byte header).
@@ -276,5 +298,19 @@ mod tests {
             "a rename"
         );
         assert_eq!(parse(libbpf_sys::PERF_RECORD_MMAP2, 0, &[1, 2]), None);
+    }
+
+    /// Records end with their time (sample_id_all): read from the end,
+    /// whatever the record, and the path before it still parses.
+    #[test]
+    fn records_carry_their_time_at_the_end() {
+        let mut body = mmap2_body(9, "/bin/x");
+        body.extend(123_456_789u64.to_ne_bytes());
+        assert_eq!(record_time(&body), 123_456_789);
+        assert!(matches!(
+            parse(libbpf_sys::PERF_RECORD_MMAP2, 0, &body),
+            Some(Record::Event(MapEvent::Mmap { entry, .. })) if entry.path == "/bin/x"
+        ));
+        assert_eq!(record_time(&[1, 2, 3]), 0);
     }
 }

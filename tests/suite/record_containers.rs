@@ -395,3 +395,40 @@ fn a_container_without_its_own_cgroup_is_followed_by_pid() {
         );
     }
 }
+
+/// A container whose work is short-lived programs (a build, a shell
+/// loop): each lives 10-20 ms and is gone before its cgroup can be read,
+/// yet every stack keeps its `[Con]` frame (the container of the process
+/// that started it), and is symbolized.
+#[test]
+fn short_lived_processes_keep_their_container() {
+    require_root!();
+    let Some(podman) = Podman::get() else { return };
+    let _cpu = shared_cpu();
+    let bin = build_c("brief.c", "brief-static", STATIC_FLAGS);
+    let image = podman.image(&[&bin]);
+    let ctr = podman.run(
+        "brief",
+        &image,
+        None,
+        &["sh", "-c", "while :; do brief-static; done"],
+    );
+    let out = run_ok(&["record", "-a", "-F", "999", "-d", "3s", "-o", "-"]);
+    let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
+    let brief: BTreeMap<String, u64> = folded
+        .into_iter()
+        .filter(|(s, _)| s.split(';').any(|f| f == "brief-static"))
+        .collect();
+    let all: u64 = brief.values().sum();
+    assert!(all > 500, "{all} samples of the short programs: {brief:#?}");
+    assert_all_start_with(&brief, &format!("[Con]{};brief-static;", ctr.name));
+    let named: u64 = brief
+        .iter()
+        .filter(|(s, _)| s.contains(";main;brief_work"))
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        named as f64 >= 0.9 * all as f64,
+        "{named} of {all} samples symbolized: {brief:#?}"
+    );
+}
