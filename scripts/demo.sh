@@ -7,5 +7,5 @@ bash scripts/install-deps.sh
 cargo build --release --locked
 mkdir -p target/demo
 gcc -O2 -g -o target/demo/demo demo/demo.c
-./target/release/flameprobe record -d 5s -o demo.svg -- target/demo/demo 5
+./target/release/flameprobe record -o demo.svg -- target/demo/demo 5
 echo "flame graph: $(pwd)/demo.svg (open it in a browser)" >&2
