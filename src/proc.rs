@@ -453,15 +453,16 @@ not a mountinfo line
             .env("FLAMEPROBE_TEST_VAR", "a=b c")
             .spawn()
             .unwrap();
-        // spawn may return before the child's exec completes.
-        let exe = proc_path(child.id(), "exe");
+        // spawn may return before the child's exec has set up its new
+        // environment: read until it has (bounded).
+        let mut got = None;
         for _ in 0..500 {
-            if fs::read_link(&exe).is_ok_and(|p| p.ends_with("sleep")) {
+            got = read_environ_var(child.id(), "FLAMEPROBE_TEST_VAR");
+            if got.is_some() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let got = read_environ_var(child.id(), "FLAMEPROBE_TEST_VAR");
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(got.as_deref(), Some(std::ffi::OsStr::new("a=b c")));

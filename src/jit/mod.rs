@@ -35,3 +35,8 @@ pub mod names;
 pub mod perfmap;
 pub mod runtime;
 pub mod tracker;
+
+/// Tests that write this process's own `/tmp/perf-<pid>.map` take this
+/// lock: they run in parallel in one process, so they share the file.
+#[cfg(test)]
+pub(crate) static OWN_PERF_MAP: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -826,6 +826,9 @@ mod tests {
     fn reads_own_process_map_and_refuses_what_it_must() {
         // This process as the "target": its root is /, its map would be
         // /tmp/perf-<pid>.map. Each case writes the file, reads, removes it.
+        let _own_map = crate::jit::OWN_PERF_MAP
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let src = PerfMapSource::open(std::process::id()).unwrap();
         let path = Path::new("/tmp").join(src.path_in_root().file_name().unwrap());
         let _cleanup = Cleanup(path.clone());

@@ -386,6 +386,9 @@ mod tests {
 
     #[test]
     fn reads_a_live_process_map_at_the_end_and_explains_what_is_missing() {
+        let _own_map = crate::jit::OWN_PERF_MAP
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
         let path = format!("/tmp/perf-{pid}.map");
         let _cleanup = Remove(path.clone());
