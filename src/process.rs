@@ -253,8 +253,15 @@ impl ProcessTable {
     /// address is not in the snapshot (a library loaded since).
     pub fn find(&mut self, pid: u32, addr: u64) -> Option<&Mapping> {
         let known = self.get(pid).find(addr).is_some();
-        if !known && proc::process_alive(pid) {
-            self.refresh(pid);
+        if !known {
+            if proc::process_alive(pid) {
+                self.refresh(pid);
+            } else {
+                // Its records since the last sync may say more (an exec; a
+                // fork that reused the pid drops the old snapshot).
+                self.sync();
+                self.get(pid);
+            }
         }
         self.procs.get(&pid).and_then(|p| p.find(addr))
     }
@@ -385,9 +392,10 @@ impl ProcessTable {
         // A process that exited but was not reaped yet (a zombie) has
         // empty maps: as good as gone.
         let maps = proc::read_maps(pid).ok().filter(|e| !e.is_empty());
-        if maps.is_none() && !self.logged.contains_key(&pid) {
-            // Born and gone since the last sync (its sample was taken
-            // after it): its records are in the kernel's buffer now.
+        if maps.is_none() {
+            // Gone, maybe born since the last sync (its sample was taken
+            // after it; its pid may even be a reused one): its records are
+            // in the kernel's buffer now.
             self.sync();
         }
         let entries = match maps {

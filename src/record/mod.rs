@@ -432,6 +432,7 @@ fn write_profile(
     };
     let mut stacks = collected.stacks;
     let dropped = stacks.dropped;
+    let map_events_lost = stacks.table.events_lost;
     let jit_options = JitOptions {
         attach: config.jit_attach,
         ..JitOptions::default()
@@ -447,6 +448,12 @@ fn write_profile(
             "warning: {dropped} events of new stacks were left out: more than {} distinct \
              stacks (memory stays bounded); record fewer targets or for less time",
             crate::stacks::MAX_STACKS
+        ));
+    }
+    if map_events_lost > 0 {
+        summary_info.notes.push(format!(
+            "warning: {map_events_lost} of the kernel's mmap/fork/exec records were lost (its \
+             buffer was full): processes that lived only milliseconds may show [unmapped] frames"
         ));
     }
     summary_info.notes.extend(jit.warnings());
