@@ -13,8 +13,15 @@ use super::perf;
 use crate::proc::MapEntry;
 use crate::process::{MapEvent, MapEventSource};
 
-/// Data pages per CPU (a power of two): 256 KiB.
-const DATA_PAGES: usize = 64;
+/// Data pages per CPU (a power of two): 1 MiB each, up to 32 MiB in all
+/// (down to 256 KiB each on machines with more than 32 CPUs). Records of
+/// every fork, exec and thread exit go through it; it is read at every
+/// poll (100 ms) and whenever a gone process is looked up.
+fn data_pages(cpus: usize) -> usize {
+    let pages = (8192 / cpus.max(1)).clamp(64, 256);
+    // The largest power of two not above it.
+    1 << (usize::BITS - 1 - pages.leading_zeros())
+}
 
 /// A record, or how many the kernel could not write (its buffer was full).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +57,9 @@ impl MapsWatch {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let mut rings = Vec::new();
-        for cpu in perf::online_cpus()? {
+        let cpus = perf::online_cpus()?;
+        let pages = data_pages(cpus.len());
+        for cpu in cpus {
             // SAFETY: perf_event_attr is plain old data; all-zero is its default.
             let mut attr: libbpf_sys::perf_event_attr = unsafe { std::mem::zeroed() };
             attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
@@ -85,7 +94,7 @@ impl MapsWatch {
             }
             // SAFETY: the syscall returned a new descriptor that we now own.
             let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-            let len = (1 + DATA_PAGES) * page;
+            let len = (1 + pages) * page;
             // SAFETY: maps the event's ring buffer as the perf ABI defines.
             let base = unsafe {
                 libc::mmap(
@@ -250,6 +259,15 @@ mod tests {
         b.extend(path.as_bytes());
         b.extend([0u8; 8]);
         b
+    }
+
+    #[test]
+    fn buffers_are_bounded_powers_of_two() {
+        assert_eq!(data_pages(2), 256);
+        assert_eq!(data_pages(32), 256);
+        assert_eq!(data_pages(48), 128); // 170 pages, rounded down
+        assert_eq!(data_pages(128), 64);
+        assert_eq!(data_pages(1024), 64);
     }
 
     #[test]

@@ -404,7 +404,9 @@ fn a_container_without_its_own_cgroup_is_followed_by_pid() {
 fn short_lived_processes_keep_their_container() {
     require_root!();
     let Some(podman) = Podman::get() else { return };
-    let _cpu = shared_cpu();
+    // Alone: a test churning through 100,000 threads at the same time
+    // overflows the kernel's record buffers (said in the summary).
+    let _cpu = exclusive_cpu();
     let bin = build_c("brief.c", "brief-static", STATIC_FLAGS);
     let image = podman.image(&[&bin]);
     let ctr = podman.run(
@@ -414,6 +416,7 @@ fn short_lived_processes_keep_their_container() {
         &["sh", "-c", "while :; do brief-static; done"],
     );
     let out = run_ok(&["record", "-a", "-F", "999", "-d", "3s", "-o", "-"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let folded = parse_folded(&String::from_utf8(out.stdout).unwrap());
     let brief: BTreeMap<String, u64> = folded
         .into_iter()
@@ -421,7 +424,12 @@ fn short_lived_processes_keep_their_container() {
         .collect();
     let all: u64 = brief.values().sum();
     assert!(all > 500, "{all} samples of the short programs: {brief:#?}");
-    assert_all_start_with(&brief, &format!("[Con]{};brief-static;", ctr.name));
+    let prefix = format!("[Con]{};brief-static;", ctr.name);
+    let other: Vec<&String> = brief.keys().filter(|s| !s.starts_with(&prefix)).collect();
+    assert!(
+        other.is_empty(),
+        "stacks without {prefix}: {other:#?}\n{err}"
+    );
     let named: u64 = brief
         .iter()
         .filter(|(s, _)| s.contains(";main;brief_work"))
