@@ -12,7 +12,9 @@ use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
 use super::ring::{Delivery, Ring};
 use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
-use super::targets::{self, set_filter_rodata, TargetMaps};
+use super::targets::{
+    self, autoload_target_tracking, set_filter_rodata, target_maps_of, TargetMaps,
+};
 use crate::target::{Filter, ThreadFilter};
 use crate::unwind::{UserRegs, MAX_STACK_COPY, STACK_COPY_PAGE};
 
@@ -170,21 +172,13 @@ impl<'obj> CpuProbe<'obj> {
             .events
             .set_max_entries(ring_bytes)
             .map_err(ProbeError::load)?;
-        let tracking = targets::needs_tracking(&config.filter);
-        open.progs
-            .on_fork
-            .set_autoload(config.filter.follows_children());
-        open.progs.on_exit.set_autoload(tracking);
+        autoload_target_tracking!(open.progs, &config.filter);
         request_verifier_stats(open.open_object_mut());
         let skel = load_reporting("cpu", || open.load()).map_err(ProbeError::load)?;
 
         let p = &skel.progs;
         let mut links = targets::start(
-            &TargetMaps::new(
-                &skel.maps.targets,
-                &skel.maps.target_cgroups,
-                &skel.maps.target_threads,
-            ),
+            &target_maps_of!(skel.maps),
             &p.on_fork,
             &p.on_exit,
             &config.filter,
@@ -229,11 +223,7 @@ impl<'obj> CpuProbe<'obj> {
 
     /// The target maps of this program.
     pub fn target_maps(&self) -> TargetMaps<'_> {
-        TargetMaps::new(
-            &self.skel.maps.targets,
-            &self.skel.maps.target_cgroups,
-            &self.skel.maps.target_threads,
-        )
+        target_maps_of!(self.skel.maps)
     }
 
     /// The program's counters, summed over CPUs.

@@ -16,7 +16,9 @@ use super::setup::{
     ensure_tracefs, load_reporting, percpu_counter, request_verifier_stats, ProbeError,
 };
 pub use super::stacks::{StackRecord, UnwindMaps};
-use super::targets::{self, set_filter_rodata, TargetMaps};
+use super::targets::{
+    self, autoload_target_tracking, set_filter_rodata, target_maps_of, TargetMaps,
+};
 use crate::allocator::{AllocFn, EntryPoint};
 use crate::process::FileKey;
 use crate::target::{Filter, ThreadFilter};
@@ -173,9 +175,7 @@ impl<'obj> MemleakProbe<'obj> {
             ] {
                 prog.set_autoload(!user);
             }
-            let tracking = targets::needs_tracking(&config.filter);
-            p.on_fork.set_autoload(config.filter.follows_children());
-            p.on_exit.set_autoload(tracking);
+            autoload_target_tracking!(p, &config.filter);
         }
         request_verifier_stats(open.open_object_mut());
         let what = if user { "memleak" } else { "kmemleak" };
@@ -195,11 +195,7 @@ impl<'obj> MemleakProbe<'obj> {
         }
         let p = &skel.progs;
         let mut links = targets::start(
-            &TargetMaps::new(
-                &skel.maps.targets,
-                &skel.maps.target_cgroups,
-                &skel.maps.target_threads,
-            ),
+            &target_maps_of!(skel.maps),
             &p.on_fork,
             &p.on_exit,
             &config.filter,
@@ -310,11 +306,7 @@ impl<'obj> MemleakProbe<'obj> {
 
     /// The target maps of this program.
     pub fn target_maps(&self) -> TargetMaps<'_> {
-        TargetMaps::new(
-            &self.skel.maps.targets,
-            &self.skel.maps.target_cgroups,
-            &self.skel.maps.target_threads,
-        )
+        target_maps_of!(self.skel.maps)
     }
 
     /// The program's counters, summed over CPUs.

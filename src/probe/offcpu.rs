@@ -14,7 +14,9 @@ use super::offcpu_skel::{types, OffcpuSkel, OffcpuSkelBuilder};
 use super::ring::{Delivery, Ring};
 use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
 use super::stacks::{StackRecord, UnwindMaps};
-use super::targets::{self, set_filter_rodata, TargetMaps};
+use super::targets::{
+    self, autoload_target_tracking, set_filter_rodata, target_maps_of, TargetMaps,
+};
 use crate::target::{Filter, ThreadFilter};
 use crate::unwind::table::UNWIND_ROWS;
 use crate::unwind::UserRegs;
@@ -182,12 +184,7 @@ impl<'obj> OffcpuProbe<'obj> {
         m.unwind_rows
             .set_max_entries(UNWIND_ROWS)
             .map_err(ProbeError::load)?;
-        open.progs
-            .on_fork
-            .set_autoload(config.filter.follows_children());
-        open.progs
-            .on_exit
-            .set_autoload(targets::needs_tracking(&config.filter));
+        autoload_target_tracking!(open.progs, &config.filter);
         open.progs
             .on_wakeup
             .set_autoload(config.states != StateFilter::All);
@@ -196,11 +193,7 @@ impl<'obj> OffcpuProbe<'obj> {
 
         let p = &skel.progs;
         let mut links = targets::start(
-            &TargetMaps::new(
-                &skel.maps.targets,
-                &skel.maps.target_cgroups,
-                &skel.maps.target_threads,
-            ),
+            &target_maps_of!(skel.maps),
             &p.on_fork,
             &p.on_exit,
             &config.filter,
@@ -318,11 +311,7 @@ impl<'obj> OffcpuProbe<'obj> {
 
     /// The target maps of this program.
     pub fn target_maps(&self) -> TargetMaps<'_> {
-        TargetMaps::new(
-            &self.skel.maps.targets,
-            &self.skel.maps.target_cgroups,
-            &self.skel.maps.target_threads,
-        )
+        target_maps_of!(self.skel.maps)
     }
 
     /// The program's counters, summed over CPUs.

@@ -67,6 +67,32 @@ macro_rules! set_filter_rodata {
 }
 pub(crate) use set_filter_rodata;
 
+/// Loads targets.h's fork and exit tracking programs of an open skeleton
+/// (`$progs`) only where the filter needs them.
+macro_rules! autoload_target_tracking {
+    ($progs:expr, $filter:expr) => {{
+        let filter: &$crate::target::Filter = $filter;
+        $progs.on_fork.set_autoload(filter.follows_children());
+        $progs
+            .on_exit
+            .set_autoload($crate::probe::targets::needs_tracking(filter));
+    }};
+}
+pub(crate) use autoload_target_tracking;
+
+/// The [`TargetMaps`] of a loaded skeleton's maps (`$maps`): every
+/// program includes targets.h, so every skeleton has them.
+macro_rules! target_maps_of {
+    ($maps:expr) => {
+        $crate::probe::targets::TargetMaps::new(
+            &$maps.targets,
+            &$maps.target_cgroups,
+            &$maps.target_threads,
+        )
+    };
+}
+pub(crate) use target_maps_of;
+
 /// Whether the fork/exit tracking programs are needed (only to keep the
 /// `targets` map of processes).
 pub(crate) fn needs_tracking(filter: &Filter) -> bool {
