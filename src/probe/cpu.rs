@@ -11,7 +11,7 @@ use super::c_string;
 use super::perf;
 use super::profile_skel::{types, ProfileSkel, ProfileSkelBuilder};
 use super::ring::{Delivery, Ring};
-use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
+use super::setup::{self, load_reporting, percpu_counter, request_verifier_stats, ProbeError};
 use super::targets::{
     self, autoload_target_tracking, set_filter_rodata, target_maps_of, TargetMaps,
 };
@@ -157,11 +157,7 @@ impl<'obj> CpuProbe<'obj> {
         // every 100 ms and is woken early only past a quarter of it.
         let ring_bytes = ring_buffer_bytes(config);
         {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
+            let rodata = setup::rodata(open.maps.rodata_data.as_deref_mut())?;
             set_filter_rodata!(rodata, &config.filter, &config.threads);
             rodata.include_idle = config.include_idle;
             rodata.stack_copy_size = stack_copy_size(config.stack_copy_size);

@@ -13,7 +13,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeMultiOpts};
 use super::memleak_skel::{types, MemleakSkel, MemleakSkelBuilder};
 use super::ring::{Delivery, Ring};
 use super::setup::{
-    ensure_tracefs, load_reporting, percpu_counter, request_verifier_stats, ProbeError,
+    self, ensure_tracefs, load_reporting, percpu_counter, request_verifier_stats, ProbeError,
 };
 pub use super::stacks::{StackRecord, UnwindMaps};
 use super::targets::{
@@ -139,11 +139,7 @@ impl<'obj> MemleakProbe<'obj> {
             .open(storage)
             .map_err(ProbeError::load)?;
         {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
+            let rodata = setup::rodata(open.maps.rodata_data.as_deref_mut())?;
             set_filter_rodata!(rodata, &config.filter, &config.threads);
             rodata.sample_bytes = config.sample_bytes;
             rodata.kernel_user_stacks = !matches!(config.filter, Filter::All);

@@ -12,7 +12,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 use super::c_string;
 use super::offcpu_skel::{types, OffcpuSkel, OffcpuSkelBuilder};
 use super::ring::{Delivery, Ring};
-use super::setup::{load_reporting, percpu_counter, request_verifier_stats, ProbeError};
+use super::setup::{self, load_reporting, percpu_counter, request_verifier_stats, ProbeError};
 use super::stacks::{StackRecord, UnwindMaps};
 use super::targets::{
     self, autoload_target_tracking, set_filter_rodata, target_maps_of, TargetMaps,
@@ -161,11 +161,7 @@ impl<'obj> OffcpuProbe<'obj> {
             .open(storage)
             .map_err(ProbeError::load)?;
         {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| ProbeError::Load("program has no .rodata".into()))?;
+            let rodata = setup::rodata(open.maps.rodata_data.as_deref_mut())?;
             set_filter_rodata!(rodata, &config.filter, &config.threads);
             rodata.min_block_ns = config.min_block.as_nanos().min(u128::from(u64::MAX)) as u64;
             rodata.state_filter = match config.states {

@@ -235,6 +235,12 @@ pub(crate) fn route_libbpf_log() {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, print)));
 }
 
+/// The `.rodata` of an open skeleton (its per-run settings), which every
+/// program has: they all declare `const volatile` settings.
+pub(crate) fn rodata<T>(data: Option<&mut T>) -> Result<&mut T, ProbeError> {
+    data.ok_or_else(|| ProbeError::Load("program has no .rodata".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
