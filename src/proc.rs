@@ -266,6 +266,16 @@ pub fn process_alive(pid: u32) -> bool {
         .is_some_and(|state| state != "Z" && state != "X")
 }
 
+/// Whether thread `tid` of process `pid` is running (not a zombie).
+pub fn thread_alive(pid: u32, tid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(proc_path(pid, &format!("task/{tid}/stat"))) else {
+        return false;
+    };
+    stat_fields(&stat)
+        .and_then(|f| f.first().copied())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 /// One line of `/proc/PID/mountinfo`: the fields flameprobe uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {

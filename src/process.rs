@@ -170,6 +170,8 @@ pub struct ProcessTable {
     snapshots: u64,
     /// Container lookups, created at the first process seen.
     containers: Option<ContainerCache>,
+    /// Processes found gone at the last [`forget_gone`](Self::forget_gone).
+    gone: HashSet<u32>,
 }
 
 impl ProcessTable {
@@ -320,6 +322,38 @@ impl ProcessTable {
             container: None,
         };
         self.procs.insert(pid, info);
+    }
+
+    /// Continuous mode, at the end of each window: forgets the processes
+    /// that were already gone at the previous window's end (their samples
+    /// have all been read by now), so that the table stays bounded however
+    /// long the recording runs. Returns how many were forgotten.
+    pub fn forget_gone(&mut self) -> usize {
+        let mut gone_now = HashSet::new();
+        let mut forgotten = 0;
+        let pids: Vec<u32> = self
+            .procs
+            .keys()
+            .chain(self.logged.keys())
+            .chain(self.parents.keys())
+            .copied()
+            .collect::<HashSet<u32>>()
+            .into_iter()
+            .collect();
+        for pid in pids {
+            if proc::process_alive(pid) {
+                continue;
+            }
+            if self.gone.contains(&pid) {
+                forgotten += usize::from(self.procs.remove(&pid).is_some());
+                self.logged.remove(&pid);
+                self.parents.remove(&pid);
+            } else {
+                gone_now.insert(pid);
+            }
+        }
+        self.gone = gone_now;
+        forgotten
     }
 
     /// Follows processes' mappings from `source` from now on.

@@ -358,6 +358,39 @@ impl Profile {
         });
     }
 
+    /// Adds the stacks of `other` that `keep` selects, with their
+    /// locations and modules interned here: a part of a profile (one
+    /// container's stacks), or profiles of consecutive windows merged. The
+    /// values are taken position by position (the same sample types).
+    pub fn extend_from(&mut self, other: &Profile, keep: impl Fn(&Stack) -> bool) {
+        let mut modules: Vec<Option<ModuleId>> = vec![None; other.modules.len()];
+        let mut locations: Vec<Option<LocationId>> = vec![None; other.locations.len()];
+        let width = self.sample_types.len();
+        for stack in other.stacks.iter().filter(|s| keep(s)) {
+            let mut ids = Vec::with_capacity(stack.locations.len());
+            for &l in &stack.locations {
+                if let Some(id) = locations[l] {
+                    ids.push(id);
+                    continue;
+                }
+                let mut loc = other.locations[l].clone();
+                if let Some(m) = loc.module {
+                    let id = *modules[m]
+                        .get_or_insert_with(|| self.intern_module(other.modules[m].clone()));
+                    loc.module = Some(id);
+                }
+                let id = self.intern_location(loc);
+                locations[l] = Some(id);
+                ids.push(id);
+            }
+            let values: Vec<u64> = (0..width)
+                .map(|i| stack.values.get(i).copied().unwrap_or(0))
+                .collect();
+            self.add(stack.labels.clone(), ids, &values);
+        }
+        self.saturated |= other.saturated;
+    }
+
     /// The value flame graphs are drawn with (and folded files count).
     pub const WIDTH: usize = 0;
 
@@ -584,6 +617,44 @@ mod tests {
         assert_eq!(p.stacks[1].values[0], u64::MAX, "saturates");
         assert_eq!(p.total_width(), u64::MAX);
         assert!(p.saturated);
+    }
+
+    #[test]
+    fn extend_from_takes_parts_and_merges_windows() {
+        let mut a = Profile::new(cpu_types(), Meta::default());
+        let m = a.intern_module(Module {
+            path: "/bin/app".into(),
+            build_id: None,
+            start: 0x1000,
+            end: 0x2000,
+            file_offset: 0,
+        });
+        let main = a.intern_location(Location {
+            kind: FrameKind::User,
+            module: Some(m),
+            address: 0x10,
+            lines: vec![Line::named("main")],
+        });
+        let work = a.intern_named(FrameKind::User, "work");
+        a.add(labels(1, "t"), vec![main, work], &[2, 20]);
+        a.add(labels(2, "t"), vec![main], &[1, 10]);
+        // A part: one process's stacks, its locations and module only.
+        let mut part = Profile::new(cpu_types(), Meta::default());
+        part.extend_from(&a, |s| s.labels.pid == Some(2));
+        assert_eq!(part.stacks.len(), 1);
+        assert_eq!(part.locations.len(), 1);
+        assert_eq!(part.modules.len(), 1);
+        assert_eq!(
+            part.frame_names(&part.stacks[0], &Default::default())[2],
+            "main"
+        );
+        // Windows merged: the same stacks add up.
+        let mut all = Profile::new(cpu_types(), Meta::default());
+        all.extend_from(&a, |_| true);
+        all.extend_from(&a, |_| true);
+        assert_eq!(all.stacks.len(), 2);
+        assert_eq!((all.total(0), all.total(1)), (6, 60));
+        assert_eq!(all.locations[all.stacks[0].locations[0]].module, Some(0));
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub struct RawStack {
 }
 
 /// First mapping seen of a binary, for pprof's `Mapping`.
+#[derive(Clone)]
 struct ModuleSeen {
     file: Arc<ModuleFile>,
     start: u64,
@@ -177,6 +178,47 @@ impl StackCollector {
         self.stacks.is_empty()
     }
 
+    /// Hands over the stacks aggregated so far (and the binaries they
+    /// need) and starts over with none; process knowledge stays. Continuous
+    /// mode's windows.
+    pub fn take_window(&mut self) -> WindowStacks {
+        WindowStacks {
+            stacks: std::mem::take(&mut self.stacks),
+            // A binary is noted at its first frame: later windows need it
+            // too, so every window gets them all (shared handles).
+            modules: self.modules.clone(),
+            dropped: std::mem::take(&mut self.dropped),
+        }
+    }
+
+    /// Symbolizes everything (batched per binary) and builds the profile,
+    /// whose stacks carry values of `sample_types`.
+    pub fn into_profile(
+        mut self,
+        sample_types: Vec<ValueType>,
+        meta: Meta,
+        symbolizer: &mut Symbolizer,
+    ) -> Profile {
+        self.take_window()
+            .into_profile(sample_types, meta, symbolizer)
+    }
+}
+
+/// Stacks handed over by a collector: raw, with the binaries they are in;
+/// made into a profile anywhere (continuous mode does it away from the
+/// recording thread).
+pub struct WindowStacks {
+    stacks: HashMap<RawStack, Vec<u64>>,
+    modules: BTreeMap<FileKey, ModuleSeen>,
+    /// Events left out because the most distinct stacks were held.
+    pub dropped: u64,
+}
+
+impl WindowStacks {
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
     /// Symbolizes everything (batched per binary) and builds the profile,
     /// whose stacks carry values of `sample_types`.
     pub fn into_profile(
@@ -214,7 +256,8 @@ impl StackCollector {
 
         let mut profile = Profile::new(sample_types, meta);
         let mut module_ids = HashMap::new();
-        for (key, seen) in &self.modules {
+        // The binaries this window's stacks are in.
+        for (key, seen) in self.modules.iter().filter(|(k, _)| offsets.contains_key(k)) {
             let id = profile.intern_module(Module {
                 path: seen.file.path.clone(),
                 build_id: crate::buildid::read(&seen.file.file),

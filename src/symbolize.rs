@@ -49,6 +49,18 @@ impl Symbolizer {
         }
     }
 
+    /// How much the caches hold (addresses looked up, perf-map entries):
+    /// a caller that symbolizes again and again starts a new symbolizer
+    /// past a bound.
+    pub fn cached(&self) -> usize {
+        let maps: usize = self
+            .perf_maps
+            .values()
+            .map(|(m, _)| m.stats().entries as usize)
+            .sum();
+        self.kernel.len() + self.user.len() + self.jit.len() + maps
+    }
+
     /// Learns the perf map of process `pid`, whose names are in `language`
     /// (`Language::Unknown`: their shape decides).
     pub fn add_perf_map(&mut self, pid: u32, map: PerfMap, language: Language) {

@@ -196,6 +196,45 @@ impl JitTracker {
     }
 }
 
+impl JitTracker {
+    /// Continuous mode, at the end of a window: the maps as they are now,
+    /// without asking any JVM (that is a safepoint: only at the end of the
+    /// recording). A process whose exit was noticed gives its map read at
+    /// exit and is no longer tracked, so memory stays bounded however many
+    /// processes come and go.
+    pub fn window(&mut self) -> JitMaps {
+        self.poll_exits();
+        let no_attach = JitOptions::default();
+        let gone: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, t)| t.exited)
+            .map(|(&pid, _)| pid)
+            .collect();
+        let mut procs = BTreeMap::new();
+        for pid in gone {
+            if let Some(t) = self.procs.remove(&pid) {
+                procs.insert(pid, conclude(pid, t, &no_attach));
+            }
+        }
+        for (&pid, t) in &self.procs {
+            let Ok(source) = &t.source else { continue };
+            let Ok(map) = source.read() else { continue };
+            procs.insert(
+                pid,
+                ProcessJit {
+                    name: t.name.clone(),
+                    runtime: t.runtime.clone(),
+                    map: MapState::Read(map),
+                    attach: None,
+                    preserves_fp: t.preserves_fp,
+                },
+            );
+        }
+        JitMaps { procs }
+    }
+}
+
 /// One tracked process at the end: attach (a live JVM), then read.
 fn conclude(pid: u32, t: Tracked, opts: &JitOptions) -> ProcessJit {
     let alive = match &t.pidfd {
