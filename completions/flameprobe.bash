@@ -31,6 +31,9 @@ _flameprobe() {
             flameprobe,help)
                 cmd="flameprobe__subcmd__help"
                 ;;
+            flameprobe,push)
+                cmd="flameprobe__subcmd__push"
+                ;;
             flameprobe,record)
                 cmd="flameprobe__subcmd__record"
                 ;;
@@ -52,6 +55,9 @@ _flameprobe() {
             flameprobe__subcmd__help,help)
                 cmd="flameprobe__subcmd__help__subcmd__help"
                 ;;
+            flameprobe__subcmd__help,push)
+                cmd="flameprobe__subcmd__help__subcmd__push"
+                ;;
             flameprobe__subcmd__help,record)
                 cmd="flameprobe__subcmd__help__subcmd__record"
                 ;;
@@ -65,7 +71,7 @@ _flameprobe() {
 
     case "${cmd}" in
         flameprobe)
-            opts="-v -h -V --verbose --help --version record report convert doctor completions generate help"
+            opts="-v -h -V --verbose --help --version record report convert push doctor completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -167,7 +173,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__help)
-            opts="record report convert doctor completions generate help"
+            opts="record report convert push doctor completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,6 +256,20 @@ _flameprobe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        flameprobe__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         flameprobe__subcmd__help__subcmd__record)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -278,8 +298,50 @@ _flameprobe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        flameprobe__subcmd__push)
+            opts="-q -v -h --url --push-api --service --label --push-split --push-header --push-timeout --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push-api)
+                    COMPREPLY=($(compgen -W "push ingest" -- "${cur}"))
+                    return 0
+                    ;;
+                --service)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --label)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push-split)
+                    COMPREPLY=($(compgen -W "container pid" -- "${cur}"))
+                    return 0
+                    ;;
+                --push-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --all --duration --frequency --output --format --report --include-idle --no-threads --group-by --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --all --duration --frequency --output --format --report --include-idle --no-threads --group-by --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --push --every --push-spool --push-api --service --label --push-split --push-header --push-timeout --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -381,6 +443,42 @@ _flameprobe() {
                     return 0
                     ;;
                 --sample-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push-spool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push-api)
+                    COMPREPLY=($(compgen -W "push ingest" -- "${cur}"))
+                    return 0
+                    ;;
+                --service)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --label)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push-split)
+                    COMPREPLY=($(compgen -W "container pid" -- "${cur}"))
+                    return 0
+                    ;;
+                --push-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -30,6 +30,7 @@ complete -c flameprobe -n "__fish_flameprobe_needs_command" -s V -l version -d '
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "push" -d 'Push profile files (pprof or folded) to Grafana Pyroscope'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" -d 'Print shell completions to stdout'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
@@ -40,7 +41,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l thread 
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l container -d 'Profile every process in these containers, also those started in them later: a name, a full id or a unique id prefix (4+ hex digits); repeat or comma-separate' -r -f
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m [default: 10s; with a command: until it exits]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout [default: flame.svg; with --every: none, the pushes are the output]' -r -F
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension: .svg, .folded/.txt, .pb.gz/.pprof/.pb)' -r -f -a "svg\t'Interactive flame graph (SVG)'
 folded\t'Folded stacks: `frame;frame;... count` per line'
 pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'"
@@ -64,6 +65,17 @@ sleep\t'Interruptible sleep (S): timers, locks, network, pipes'
 disk\t'Uninterruptible sleep (D): mostly disk and other I/O'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l min-age -d 'memleak/kmemleak: leave out allocations younger than this at the end of the recording (in flight, not leaked); 0 keeps all [default: 500ms]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l sample-bytes -d 'memleak: sample each allocated byte with probability 1/N (estimates scaled back up) instead of tracking every allocation; e.g. 512k' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l push -d 'Also push the profile to Grafana Pyroscope at this URL (http or https; credentials as https://USER:TOKEN@host)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l every -d 'With --push: record window after window of this length, pushing each as it ends, until -d (or forever without it) or Ctrl-C; e.g. 15s' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l push-spool -d 'With --every: windows kept while pushes fail (the oldest is dropped beyond this) [default: 16]' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l push-api -d 'The receiver\'s API: push (push.v1.PusherService/Push, pprof) or ingest (the legacy /ingest, folded stacks) [default: push]' -r -f -a "push\t'The push API (`push.v1.PusherService/Push`): what Grafana Alloy and the Pyroscope SDKs use; pprof with every sample type and label'
+ingest\t'The legacy `/ingest` API of older servers: folded stacks, one value per stack'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l service -d 'service_name of the pushed profiles [default: the container\'s name for --container, else the target program\'s name, else each series\' own or the host name]' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l label -d 'Another label of the pushed series, NAME=VALUE (repeatable)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l push-split -d 'Push one series per container or per process (labels container, pod, namespace / pid, process_name), instead of one with those as sample labels' -r -f -a "container\t'One series per container (labels container, pod, namespace); processes outside containers in one more'
+pid\t'One series per process (labels pid, process_name, and its container\'s)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l push-header -d 'An HTTP header of every push, \'Name: value\' (repeatable), e.g. \'X-Scope-OrgID: team-a\' or \'Authorization: Bearer TOKEN\'' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l push-timeout -d 'Longest time one push request may take [default: 30s; connecting: 5s at most]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l all -d 'Profile the whole machine (the default when no target is given)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l report -d 'Also print the top-functions report (to stderr when the profile goes to stdout)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'
@@ -95,6 +107,18 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l no-thr
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l reverse -d 'Draw an icicle graph (root at the top) in the SVG'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l url -d 'The receiver\'s URL (http or https; credentials as https://USER:TOKEN@host)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l push-api -d 'The receiver\'s API: push (push.v1.PusherService/Push, pprof) or ingest (the legacy /ingest, folded stacks) [default: push]' -r -f -a "push\t'The push API (`push.v1.PusherService/Push`): what Grafana Alloy and the Pyroscope SDKs use; pprof with every sample type and label'
+ingest\t'The legacy `/ingest` API of older servers: folded stacks, one value per stack'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l service -d 'service_name of the pushed profiles [default: the container\'s name for --container, else the target program\'s name, else each series\' own or the host name]' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l label -d 'Another label of the pushed series, NAME=VALUE (repeatable)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l push-split -d 'Push one series per container or per process (labels container, pod, namespace / pid, process_name), instead of one with those as sample labels' -r -f -a "container\t'One series per container (labels container, pod, namespace); processes outside containers in one more'
+pid\t'One series per process (labels pid, process_name, and its container\'s)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l push-header -d 'An HTTP header of every push, \'Name: value\' (repeatable), e.g. \'X-Scope-OrgID: team-a\' or \'Authorization: Bearer TOKEN\'' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l push-timeout -d 'Longest time one push request may take [default: 30s; connecting: 5s at most]' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -s q -l quiet -d 'Only errors on stderr'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand doctor" -l json -d 'Print the checks and the probes as JSON'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand doctor" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand doctor" -s h -l help -d 'Print help'
@@ -102,10 +126,11 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s v 
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert doctor completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert doctor completions generate help" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert doctor completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert doctor completions generate help" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert doctor completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert doctor completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert doctor completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "push" -d 'Push profile files (pprof or folded) to Grafana Pyroscope'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

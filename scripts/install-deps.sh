@@ -16,6 +16,13 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The push contract tests decode requests a second way: Python's protobuf
+# with messages compiled by grpcio-tools (PyPI), kept under target/.
+pydeps="$(cd "$(dirname "$0")/.." && pwd)/target/pydeps"
+if ! PYTHONPATH="$pydeps" python3 -c 'import grpc_tools.protoc, google.protobuf' 2>/dev/null; then
+    echo "installing grpcio-tools (PyPI) into target/pydeps" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$pydeps" grpcio-tools
+fi
 if ! command -v cargo >/dev/null; then
     echo "error: cargo not found: install a Rust toolchain (1.80 or newer), e.g. with rustup" >&2
     exit 1

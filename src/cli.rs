@@ -13,6 +13,8 @@ use crate::config::{
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
 use crate::profile::GroupBy;
+use crate::push::series::Split;
+use crate::push::{Api, PushConfig, PushFilesConfig};
 use crate::report::{ReportConfig, ReportOptions};
 use crate::target::{TargetSpec, ThreadSelection};
 use crate::unwind::UnwindMode;
@@ -52,11 +54,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory.
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
     /// Print the top functions and the call tree of a profile file.
     Report(ReportArgs),
     /// Convert a profile between folded, pprof and SVG (also reads perf script).
     Convert(ConvertArgs),
+    /// Push profile files (pprof or folded) to Grafana Pyroscope.
+    Push(PushFilesArgs),
     /// Check what works on this machine (kernel, BTF, perf events,
     /// privileges, runtimes, JVMs) and how to fix what does not.
     Doctor(DoctorArgs),
@@ -85,6 +89,8 @@ Examples:
   sudo flameprobe record --probe kmemleak -d 30s -o kernel-leak.svg
   sudo flameprobe record --probe offcpu -p 1234 -d 30s -o waits.svg
   sudo flameprobe record --probe wall --thread '^worker' -p 1234 -o wall.pb.gz
+  sudo flameprobe record -p 1234 -d 30s --push http://pyroscope:4040
+  sudo flameprobe record -a --push http://pyroscope:4040 --every 15s   (continuous)
 Exit codes: 0 success, 1 error, 2 usage error.")]
 pub struct RecordArgs {
     /// Profile these processes (all their threads); repeat or comma-separate.
@@ -124,9 +130,10 @@ pub struct RecordArgs {
     /// Samples per second on each CPU.
     #[arg(short = 'F', long, default_value_t = 99, value_parser = parse_frequency_arg)]
     pub frequency: u64,
-    /// Output file; `-` writes folded stacks to stdout.
-    #[arg(short, long, default_value = "flame.svg")]
-    pub output: PathBuf,
+    /// Output file; `-` writes folded stacks to stdout [default: flame.svg;
+    /// with --every: none, the pushes are the output].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
     /// Output format (default: from the file extension: .svg, .folded/.txt,
     /// .pb.gz/.pprof/.pb).
     #[arg(short, long, value_enum)]
@@ -190,9 +197,134 @@ pub struct RecordArgs {
     /// wrote is still read.
     #[arg(long)]
     pub no_jit_attach: bool,
+    /// Also push the profile to Grafana Pyroscope at this URL (http or
+    /// https; credentials as https://USER:TOKEN@host).
+    #[arg(long = "push", value_name = "URL")]
+    pub push_url: Option<String>,
+    /// With --push: record window after window of this length, pushing each
+    /// as it ends, until -d (or forever without it) or Ctrl-C; e.g. 15s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_every_arg)]
+    pub every: Option<Duration>,
+    /// With --every: windows kept while pushes fail (the oldest is dropped
+    /// beyond this) [default: 16].
+    #[arg(long, value_name = "N")]
+    pub push_spool: Option<usize>,
+    #[command(flatten)]
+    pub push: PushArgs,
     /// Command to launch and profile (with its children) until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// How profiles are pushed (`record --push` and `push`).
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The receiver's API: push (push.v1.PusherService/Push, pprof) or
+    /// ingest (the legacy /ingest, folded stacks) [default: push].
+    #[arg(long, value_enum, value_name = "API")]
+    pub push_api: Option<Api>,
+    /// service_name of the pushed profiles [default: the container's name
+    /// for --container, else the target program's name, else each series'
+    /// own or the host name].
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Another label of the pushed series, NAME=VALUE (repeatable).
+    #[arg(long = "label", value_name = "NAME=VALUE")]
+    pub labels: Vec<String>,
+    /// Push one series per container or per process (labels container,
+    /// pod, namespace / pid, process_name), instead of one with those as
+    /// sample labels.
+    #[arg(long, value_enum, value_name = "BY")]
+    pub push_split: Option<Split>,
+    /// An HTTP header of every push, 'Name: value' (repeatable), e.g.
+    /// 'X-Scope-OrgID: team-a' or 'Authorization: Bearer TOKEN'.
+    #[arg(long = "push-header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+    /// Longest time one push request may take [default: 30s; connecting:
+    /// 5s at most].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub push_timeout: Option<Duration>,
+}
+
+impl PushArgs {
+    /// The first push option given, for "needs --push" errors.
+    fn given(&self) -> Option<&'static str> {
+        [
+            (self.push_api.is_some(), "--push-api"),
+            (self.service.is_some(), "--service"),
+            (!self.labels.is_empty(), "--label"),
+            (self.push_split.is_some(), "--push-split"),
+            (!self.headers.is_empty(), "--push-header"),
+            (self.push_timeout.is_some(), "--push-timeout"),
+        ]
+        .into_iter()
+        .find(|(given, _)| *given)
+        .map(|(_, name)| name)
+    }
+
+    fn into_config(self, url: &str, spool: Option<usize>) -> Result<PushConfig, String> {
+        PushConfig::new(
+            url,
+            self.push_api.unwrap_or_default(),
+            &self.headers,
+            self.service,
+            &self.labels,
+            self.push_split,
+            self.push_timeout,
+            spool,
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads each FILE (pprof, compressed or not, or folded stacks; `-` is standard
+input) and pushes it. A file without a start time covers the 10 s (or its
+duration) up to its modification time.
+Examples:
+  flameprobe push app.pb.gz --url http://pyroscope:4040
+  flameprobe push *.folded --url https://USER:TOKEN@profiles.example.net --service shop
+  flameprobe push host.pb.gz --url http://pyroscope:4040 --push-split container
+Exit codes: 0 success, 1 error (a file could not be read or pushed), 2 usage error.")]
+pub struct PushFilesArgs {
+    /// Profiles to push.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The receiver's URL (http or https; credentials as
+    /// https://USER:TOKEN@host).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub push: PushArgs,
+    /// Only errors on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl PushFilesArgs {
+    pub fn into_config(self) -> Result<PushFilesConfig, String> {
+        if self.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+            return Err("standard input (-) can be pushed once".into());
+        }
+        Ok(PushFilesConfig {
+            files: self.files,
+            push: self.push.into_config(&self.url, None)?,
+            quiet: self.quiet,
+        })
+    }
+}
+
+/// Shortest --every.
+const MIN_EVERY: Duration = Duration::from_secs(1);
+
+fn parse_every_arg(s: &str) -> Result<Duration, String> {
+    let d = config::parse_duration(s)?;
+    if d < MIN_EVERY {
+        return Err(format!(
+            "--every {s} is too short: windows of 1s or more (15s is usual)"
+        ));
+    }
+    Ok(d)
 }
 
 /// SVG options shared by `record` and `convert`.
@@ -479,15 +611,44 @@ impl RecordArgs {
             min_age: self.min_age.unwrap_or(config::DEFAULT_MIN_AGE),
             sample_bytes: self.sample_bytes.unwrap_or(0),
         };
-        let destination = Destination::parse(&self.output);
+        let push = match &self.push_url {
+            Some(url) => Some(self.push.into_config(url, self.push_spool)?),
+            None => {
+                if let Some(option) = self.push.given() {
+                    return Err(format!("{option} applies with --push URL"));
+                }
+                None
+            }
+        };
+        if push.is_none() && self.every.is_some() {
+            return Err("--every pushes each window: give --push URL".into());
+        }
+        if self.push_spool.is_some() && self.every.is_none() {
+            return Err("--push-spool applies with --every".into());
+        }
+        if let (Some(every), Some(d)) = (self.every, self.duration) {
+            if every > d {
+                return Err(format!(
+                    "--every {} is longer than -d {}: windows must fit in the recording",
+                    humantime(every),
+                    humantime(d)
+                ));
+            }
+        }
+        // Continuous mode writes a local file only when asked to.
+        let write_output = self.every.is_none() || self.output.is_some();
+        let output = self.output.unwrap_or_else(|| PathBuf::from("flame.svg"));
+        let destination = Destination::parse(&output);
         let format = output_format(self.format, &destination)?;
         let target_is_system = target == TargetSpec::System;
         let duration = match (self.duration, &target) {
             (Some(d), _) => Some(d),
             (None, TargetSpec::Command(_)) => None,
+            // Continuous mode without -d: until Ctrl-C.
+            (None, _) if self.every.is_some() => None,
             (None, _) => Some(config::DEFAULT_DURATION),
         };
-        Ok(RecordConfig {
+        let mut config = RecordConfig {
             target,
             duration,
             frequency: self.frequency,
@@ -513,8 +674,24 @@ impl RecordArgs {
             offcpu,
             only_threads,
             jit_attach: !self.no_jit_attach,
-        })
+            write_output,
+            push,
+            every: self.every,
+        };
+        // Ingest's folded bodies name frames as the local folded file does.
+        if let Some(p) = config.push.as_mut() {
+            p.folded = crate::profile::FrameNameOptions {
+                threads: config.threads,
+                group_by: config.group_by,
+            };
+        }
+        Ok(config)
     }
+}
+
+/// A duration for messages: `15s`, `1.5s`, `500ms`.
+fn humantime(d: Duration) -> String {
+    crate::profile::units::format(crate::profile::units::NANOSECONDS, d.as_nanos() as u64)
 }
 
 #[cfg(test)]
@@ -614,6 +791,96 @@ mod tests {
         assert!(record(&["--probe", "kmemleak", "--sample-bytes", "1k"]).is_err());
         assert!(record(&["--min-age", "1s", "-p", "1"]).is_err());
         assert_eq!(record(&[]).unwrap().probe, ProbeKind::Cpu);
+    }
+
+    #[test]
+    fn push_options() {
+        let c = record(&["-p", "1", "--push", "http://h:4040"]).unwrap();
+        let p = c.push.expect("push settings");
+        assert_eq!(p.api, Api::Push);
+        assert_eq!(p.endpoint.to_string(), "http://h:4040");
+        assert!(c.write_output && c.every.is_none());
+        let c = record(&[
+            "--push",
+            "https://u:t@h",
+            "--every",
+            "15s",
+            "--push-api",
+            "ingest",
+            "--label",
+            "env=prod",
+            "--push-split",
+            "pid",
+            "--push-header",
+            "X-Scope-OrgID: a",
+            "--push-spool",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(c.every, Some(Duration::from_secs(15)));
+        assert_eq!(c.duration, None, "continuous without -d: until Ctrl-C");
+        assert!(!c.write_output, "continuous mode writes no file unless -o");
+        let p = c.push.unwrap();
+        assert_eq!(
+            (p.api, p.split, p.spool),
+            (Api::Ingest, Some(Split::Pid), 4)
+        );
+        let c = record(&[
+            "--push", "http://h", "--every", "2s", "-d", "7s", "-o", "x.folded",
+        ]);
+        let c = c.unwrap();
+        assert!(c.write_output && c.duration == Some(Duration::from_secs(7)));
+        for (args, why) in [
+            (&["--service", "x"][..], "--push URL"),
+            (&["--every", "5s"][..], "--push URL"),
+            (&["--push", "ftp://h"][..], "http"),
+            (&["--push", "h:4040"][..], "scheme"),
+            (&["--push", "http://h", "--every", "100ms"][..], "too short"),
+            (
+                &["--push", "http://h", "--every", "10s", "-d", "5s"][..],
+                "longer than -d",
+            ),
+            (&["--push", "http://h", "--push-spool", "2"][..], "--every"),
+            (
+                &["--push", "http://h", "--label", "bad-name=1"][..],
+                "label name",
+            ),
+            (
+                &["--push", "http://h", "--push-header", "nocolon"][..],
+                "Name: value",
+            ),
+        ] {
+            let err = record(args).unwrap_err();
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn push_files_command() {
+        let cli = Cli::try_parse_from([
+            "flameprobe",
+            "push",
+            "a.pb.gz",
+            "b.folded",
+            "--url",
+            "http://h",
+        ])
+        .unwrap();
+        let Cmd::Push(args) = cli.command else {
+            unreachable!()
+        };
+        let c = args.into_config().unwrap();
+        assert_eq!(c.files.len(), 2);
+        assert!(
+            Cli::try_parse_from(["flameprobe", "push", "a.pb.gz"]).is_err(),
+            "--url needed"
+        );
+        let cli =
+            Cli::try_parse_from(["flameprobe", "push", "-", "-", "--url", "http://h"]).unwrap();
+        let Cmd::Push(args) = cli.command else {
+            unreachable!()
+        };
+        assert!(args.into_config().is_err());
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub struct RecordConfig {
     /// Ask HotSpot JVMs for their perf maps at the end (`--no-jit-attach`
     /// turns it off).
     pub jit_attach: bool,
+    /// Write `destination` (continuous mode without `-o` writes none).
+    pub write_output: bool,
+    /// Push the profile (`--push URL` and its options).
+    pub push: Option<crate::push::PushConfig>,
+    /// Continuous mode: push a window of this length at a time (`--every`).
+    pub every: Option<Duration>,
 }
 
 /// Everything `convert` needs.

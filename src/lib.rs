@@ -36,6 +36,7 @@ pub mod probe;
 pub mod proc;
 pub mod process;
 pub mod profile;
+pub mod push;
 pub mod quality;
 pub mod record;
 pub mod report;

@@ -343,6 +343,12 @@ impl<'obj> MemleakProbe<'obj> {
         Ok(n)
     }
 
+    /// Continuous mode: forgets that these stacks were delivered (their
+    /// processes are gone).
+    pub fn forget_stacks(&self, ids: &[u64]) {
+        super::stacks::forget_seen(&self.skel.maps.seen_stacks, ids);
+    }
+
     /// Every allocation still outstanding.
     pub fn outstanding(&self) -> Result<Vec<Outstanding>, ProbeError> {
         let map = &self.skel.maps.allocs;

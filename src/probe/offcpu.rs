@@ -290,6 +290,28 @@ impl<'obj> OffcpuProbe<'obj> {
             .collect()
     }
 
+    /// Continuous mode: drops the totals of threads that are gone (read
+    /// for the last time), and that their stacks were delivered, so the
+    /// tables stay bounded however long the recording runs.
+    pub fn forget(&self, totals: &[OffcpuTotal], stack_ids: &[u64]) {
+        for t in totals {
+            let key = types::offcpu_key {
+                pid: t.pid,
+                tid: t.tid,
+                stack_id: t.stack_id,
+            };
+            // SAFETY: offcpu_key is plain data without padding (u32, u32, u64).
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&key as *const types::offcpu_key).cast::<u8>(),
+                    std::mem::size_of::<types::offcpu_key>(),
+                )
+            };
+            let _ = self.skel.maps.offcpu_totals.delete(bytes);
+        }
+        super::stacks::forget_seen(&self.skel.maps.seen_stacks, stack_ids);
+    }
+
     /// The threads off the CPU right now.
     pub fn still_off(&self) -> Vec<StillOff> {
         read_map::<u32, types::offcpu_start>(&self.skel.maps.offcpu_start)
@@ -327,18 +349,22 @@ impl<'obj> OffcpuProbe<'obj> {
     }
 }
 
-/// Every entry of a hash map of plain-data keys and values.
+/// Every entry of a hash map of plain-data keys and values. Read in
+/// batches, which stays correct while the program adds and deletes
+/// entries (continuous mode reads while attached; a key-by-key walk
+/// starts over when its key is deleted meanwhile).
 fn read_map<K: Copy, V: Copy>(map: &dyn MapCore) -> Vec<(K, V)> {
     let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
     let mut out = Vec::new();
-    for key in map.keys() {
-        if key.len() < ks {
-            continue;
+    let entries = match map.lookup_batch(1024, MapFlags::ANY, MapFlags::ANY) {
+        Ok(entries) => entries,
+        Err(e) => {
+            log::warn!("reading the off-CPU tables failed: {e}");
+            return out;
         }
-        let Ok(Some(value)) = map.lookup(&key, MapFlags::ANY) else {
-            continue; // deleted meanwhile
-        };
-        if value.len() < vs {
+    };
+    for (key, value) in entries {
+        if key.len() < ks || value.len() < vs {
             continue;
         }
         // SAFETY: both buffers hold at least one value of the plain-data

@@ -20,6 +20,15 @@ const _: () = {
     assert!(size_of::<types::unwind_proc>() == size_of::<off::unwind_proc>());
 };
 
+/// Forgets that stacks were delivered (`seen_stacks` of bpf/stacks.h):
+/// user space dropped them, their processes gone; an event with one of
+/// these ids again delivers it again.
+pub fn forget_seen(seen_stacks: &dyn MapCore, ids: &[u64]) {
+    for id in ids {
+        let _ = seen_stacks.delete(&id.to_ne_bytes());
+    }
+}
+
 /// A stack delivered by the BPF program the first time it was seen.
 pub struct StackRecord {
     ev: types::stack_event,

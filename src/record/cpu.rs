@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use libbpf_rs::OpenObject;
 
-use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
+use super::{Collected, Recorder, Recording, Session, SummaryInfo, Values, WhenEmpty, FINAL_DRAIN};
 use crate::probe::cpu::{CpuConfig, CpuProbe, CpuSample, CpuStats};
 use crate::probe::enable_bpf_stats;
 use crate::probe::targets::TargetMaps;
@@ -83,7 +83,6 @@ pub(super) struct CpuPart<'obj> {
 
 /// What the sampler reports when it stops.
 pub(super) struct CpuOutcome {
-    pub period_ns: u64,
     pub lost: u64,
     pub notes: Vec<String>,
     pub truncation_hint: Option<String>,
@@ -158,10 +157,7 @@ impl<'obj> CpuPart<'obj> {
             .probe
             .run_stats()
             .filter(|_| self.stats_guard.is_some());
-        let (samples, period_ns) = {
-            let c = self.collector.borrow();
-            (c.samples, c.period_ns)
-        };
+        let samples = self.collector.borrow().samples;
         let mut notes = Vec::new();
         let unread = stats.samples.saturating_sub(stats.lost + samples);
         if !complete && unread > 0 {
@@ -195,11 +191,20 @@ impl<'obj> CpuPart<'obj> {
         let truncation_hint = (config.unwind.copies_stack() && config.stack_size < MAX_STACK_COPY)
             .then(|| "a larger --stack-size copies more of the stack".to_string());
         CpuOutcome {
-            period_ns,
             lost: stats.lost + unread,
             notes,
             truncation_hint,
         }
+    }
+}
+
+/// The values of a CPU profile: samples and their time.
+fn values(frequency: u64) -> Values {
+    let cpu = ValueType::new("cpu", units::NANOSECONDS);
+    Values {
+        sample_types: vec![ValueType::new("samples", units::COUNT), cpu.clone()],
+        period: Some((cpu, period_ns(frequency))),
+        frequency: Some(frequency),
     }
 }
 
@@ -236,18 +241,23 @@ impl Recorder for CpuRecorder<'_> {
         format!("{} samples, {} lost", stats.samples, stats.lost)
     }
 
+    /// Samples are in the collector as they arrive: nothing to add.
+    fn end_window(&mut self, session: &Session<'_>) -> Result<(Values, u64)> {
+        Ok((values(session.config.frequency), self.part.stats().lost))
+    }
+
     fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected> {
         let CpuRecorder { part, stacks } = *self;
         let out = part.finish(session);
         let stacks = Rc::try_unwrap(stacks)
             .map_err(|_| anyhow::anyhow!("sample collector still shared after detach"))?
             .into_inner();
-        let cpu = ValueType::new("cpu", units::NANOSECONDS);
+        let v = values(session.config.frequency);
         Ok(Collected {
             stacks,
-            sample_types: vec![ValueType::new("samples", units::COUNT), cpu.clone()],
-            period: Some((cpu, out.period_ns)),
-            frequency: Some(session.config.frequency),
+            sample_types: v.sample_types,
+            period: v.period,
+            frequency: v.frequency,
             lost: out.lost,
             summary: SummaryInfo {
                 notes: out.notes,

@@ -17,7 +17,7 @@ use libbpf_rs::OpenObject;
 
 use super::stack_book::StackBook;
 use super::unwind_sync::UnwindSync;
-use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
+use super::{Collected, Recorder, Recording, Session, SummaryInfo, Values, WhenEmpty, FINAL_DRAIN};
 use crate::allocator;
 use crate::config::{MemleakOptions, ProbeKind};
 use crate::probe::memleak::{
@@ -231,6 +231,50 @@ impl Recorder for MemleakRecorder<'_> {
         )
     }
 
+    /// What is outstanding now, of allocations made since the recording
+    /// started (older than --min-age), as at the end of a recording.
+    /// Processes that have exited count in this window with what they had
+    /// outstanding, then are forgotten (in the kernel too): the table
+    /// stays bounded however long the recording runs.
+    fn end_window(&mut self, _session: &Session<'_>) -> Result<(Values, u64)> {
+        let now = monotonic_ns();
+        let outstanding = self.probe.outstanding()?;
+        let totals = aggregate(
+            &outstanding,
+            now,
+            self.options.min_age.as_nanos() as u64,
+            self.options.sample_bytes,
+            self.kernel,
+        );
+        let mut b = self.book.borrow_mut();
+        let b = &mut *b;
+        for (stack_id, (bytes, count)) in totals {
+            b.stacks.add(b.ids.get(stack_id), &[bytes, count]);
+        }
+        if !self.kernel {
+            let mut gone: Vec<u32> = outstanding
+                .iter()
+                .map(|o| o.tgid)
+                .filter(|&pid| !crate::proc::process_alive(pid))
+                .collect();
+            gone.sort_unstable();
+            gone.dedup();
+            for &pid in &gone {
+                if let Err(e) = self.probe.forget_process(pid) {
+                    log::warn!("{e}");
+                }
+            }
+            let dropped = b.ids.forget(|_, stack| {
+                stack
+                    .labels
+                    .pid
+                    .is_some_and(|pid| !crate::proc::process_alive(pid))
+            });
+            self.probe.forget_stacks(&dropped);
+        }
+        Ok((values(), self.probe.stats().lost()))
+    }
+
     fn finish(self: Box<Self>, _session: &Session<'_>, rec: &Recording) -> Result<Collected> {
         let MemleakRecorder {
             mut probe,
@@ -267,14 +311,12 @@ impl Recorder for MemleakRecorder<'_> {
         for (stack_id, (bytes, count)) in totals {
             stacks.add(book.ids.get(stack_id), &[bytes, count]);
         }
+        let v = values();
         Ok(Collected {
             stacks,
-            sample_types: vec![
-                ValueType::new("inuse_space", units::BYTES),
-                ValueType::new("inuse_objects", units::COUNT),
-            ],
-            period: None,
-            frequency: None,
+            sample_types: v.sample_types,
+            period: v.period,
+            frequency: v.frequency,
             lost: stats.lost(),
             summary: SummaryInfo {
                 notes: notes(&stats, &unprobed),
@@ -305,6 +347,18 @@ impl Recorder for MemleakRecorder<'_> {
                 )
             }),
         })
+    }
+}
+
+/// The values of a leak profile: bytes and allocations outstanding.
+fn values() -> Values {
+    Values {
+        sample_types: vec![
+            ValueType::new("inuse_space", units::BYTES),
+            ValueType::new("inuse_objects", units::COUNT),
+        ],
+        period: None,
+        frequency: None,
     }
 }
 

@@ -31,6 +31,7 @@ use crate::probe::check_bpf_support;
 use crate::probe::mmaps::MapsWatch;
 use crate::probe::targets::TargetMaps;
 use crate::profile::{FrameKind, FrameNameOptions, Meta, Profile, ValueType};
+use crate::push::series::Service;
 use crate::report::{self, ReportOptions};
 use crate::signals;
 use crate::stacks::StackCollector;
@@ -45,6 +46,7 @@ mod stack_book;
 mod threads;
 mod unwind_sync;
 mod wall;
+mod windows;
 
 /// Longest a single poll runs: the deadline, the first Ctrl-C and the
 /// targets' exit are noticed within this.
@@ -67,8 +69,28 @@ pub(crate) trait Recorder {
     /// (found in user space; already in the in-kernel filter): anything
     /// else the probe needs for them (memleak probes their allocators).
     fn add_processes(&mut self, _pids: &[u32]) {}
-    /// Stops the probe and hands over what was collected.
+    /// Continuous mode (`--every`): ends the window now, with every probe
+    /// still attached. What the probe streams (cpu, wall's samples) is in
+    /// the stack collector already; what the kernel aggregates is added
+    /// to it now: offcpu (and wall's off-CPU half) the time off the CPU
+    /// *in* the window (a thread asleep across windows counts in each, up
+    /// to its end), memleak what is outstanding at the window's end (a
+    /// snapshot, as the end of a recording is). The orchestrator then
+    /// takes the window's stacks (`StackCollector::take_window`); what
+    /// arrives after goes into the next window. Returns what the values
+    /// are and the events lost so far.
+    fn end_window(&mut self, session: &Session<'_>) -> Result<(Values, u64)>;
+    /// Stops the probe and hands over what was collected (in continuous
+    /// mode, what no window took).
     fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected>;
+}
+
+/// What a recorder's values are: one per sample type, the sampling period
+/// and frequency of sampled profiles.
+pub(crate) struct Values {
+    pub sample_types: Vec<ValueType>,
+    pub period: Option<(ValueType, u64)>,
+    pub frequency: Option<u64>,
 }
 
 /// What a recorder hands over at the end.
@@ -195,6 +217,8 @@ pub(crate) struct Session<'c> {
     pub command: Option<LaunchedCommand>,
     /// The recorded containers' processes.
     pub containers: Option<ContainerWatch>,
+    /// The `service_name` of pushes without `--service`.
+    pub service: Service,
 }
 
 impl Session<'_> {
@@ -235,27 +259,52 @@ pub fn run(config: &RecordConfig) -> Result<()> {
     if let Some(cmd) = session.command.as_mut() {
         cmd.start()?;
     }
-    let rec = record_until_stopped(&mut session, recorder.as_mut());
+    let mut windows = match (&config.push, config.every) {
+        (Some(push), Some(_)) => Some(windows::Windows::start(
+            &session,
+            push,
+            push.series_labels(session.service.clone()),
+        )?),
+        _ => None,
+    };
+    let rec = record_until_stopped(&mut session, recorder.as_mut(), windows.as_mut());
     let collected = recorder.finish(&session, &rec)?;
     rec.report_stop(config, &session.target);
-    write_profile(&session, &rec, collected, out)
+    if let Some(windows) = windows {
+        return finish_windows(&session, &rec, collected, windows, out);
+    }
+    let Some(done) = build_profile(&session, &rec, collected)? else {
+        return Ok(());
+    };
+    write_and_report(&session, &rec, &done, out, &[])?;
+    match &config.push {
+        Some(push) => push_once(&session, push, &done.profile),
+        None => Ok(()),
+    }
 }
 
 /// Checks everything that can be checked cheaply (target, output, BPF
 /// support), installs the signal handlers and launches the command (held
 /// before exec) if there is one. Returns the session and the checked output.
-fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Output)> {
+fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Option<Output>)> {
     let named_threads: &[u32] = config.only_threads.as_ref().map_or(&[], |t| &t.tids);
     let pids = match &config.target {
         TargetSpec::Pids(p) => crate::target::resolve_pids(p, named_threads)?,
         _ => Vec::new(),
     };
-    let out = Output::prepare(&config.destination)?;
+    let out = if config.write_output {
+        Some(Output::prepare(&config.destination)?)
+    } else {
+        None
+    };
     check_bpf_support()?;
     signals::install()?;
 
     let command = match &config.target {
-        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(argv, out.shares_stdout())?),
+        TargetSpec::Command(argv) => Some(LaunchedCommand::spawn(
+            argv,
+            out.as_ref().is_some_and(Output::shares_stdout),
+        )?),
         _ => None,
     };
     let containers = match &config.target {
@@ -297,8 +346,13 @@ fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Output)> {
             )
         })
         .ok();
+    let service = match &config.push {
+        Some(_) => push_service(containers.as_deref().unwrap_or_default(), &target),
+        None => Service::PerSeries(String::new()),
+    };
     let session = Session {
         config,
+        service,
         target,
         filter,
         threads,
@@ -308,6 +362,26 @@ fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Output)> {
         containers: containers.as_deref().map(ContainerWatch::new),
     };
     Ok((session, out))
+}
+
+/// The default `service_name` of pushes: what the target is called (its
+/// containers, its programs), or each series' own for the whole machine.
+fn push_service(containers: &[Container], target: &TargetSpec) -> Service {
+    let names: Vec<String> = match target {
+        TargetSpec::Containers(_) => containers.iter().map(|c| c.name.clone()).collect(),
+        TargetSpec::Pids(pids) => pids
+            .iter()
+            .filter_map(|&p| crate::proc::read_status(p).ok().map(|s| s.name))
+            .collect(),
+        TargetSpec::Command(argv) => argv
+            .first()
+            .and_then(|a| std::path::Path::new(a).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .into_iter()
+            .collect(),
+        TargetSpec::System => Vec::new(),
+    };
+    windows::default_service(&names)
 }
 
 /// The filter for the recorded containers, saying with -v what was
@@ -333,10 +407,17 @@ fn container_filter(containers: &[Container]) -> Filter {
 
 /// Polls the recorder until the duration ends, a stop signal arrives or
 /// every target has exited.
-fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) -> Recording {
+fn record_until_stopped(
+    session: &mut Session<'_>,
+    recorder: &mut dyn Recorder,
+    mut windows: Option<&mut windows::Windows>,
+) -> Recording {
     let config = session.config;
     let start_wall = SystemTime::now();
     let started = Instant::now();
+    if let Some(w) = windows.as_deref_mut() {
+        w.begin(started, start_wall);
+    }
     let progress = progress_bar(config, &session.describe());
     let mut containers_stopped = Vec::new();
     let reason = loop {
@@ -374,13 +455,27 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
         if let Some(d) = config.duration {
             until = until.min(started + d);
         }
+        if let Some(w) = windows.as_deref() {
+            until = until.min(w.next_end());
+        }
         recorder.poll(until);
         if let Some(watch) = &mut session.thread_watch {
             watch.scan(&recorder.target_maps());
         }
+        if let Some(w) = windows.as_deref_mut() {
+            // A window that ends with the recording is its last one.
+            let last = config.duration.is_some_and(|d| started.elapsed() >= d);
+            if Instant::now() >= w.next_end() && !last {
+                w.cut(session, recorder);
+            }
+        }
         if let Some(pb) = &progress {
             pb.set_position(started.elapsed().as_millis() as u64);
-            pb.set_message(recorder.progress());
+            let mut message = recorder.progress();
+            if let Some(w) = windows.as_deref() {
+                message = format!("{message}; {}", w.progress());
+            }
+            pb.set_message(message);
         }
     };
     let recorded = started.elapsed();
@@ -397,30 +492,23 @@ fn record_until_stopped(session: &mut Session<'_>, recorder: &mut dyn Recorder) 
     }
 }
 
-/// Symbolizes what was collected and writes the output, the summary and
-/// the report.
-fn write_profile(
+/// A recording's profile, symbolized, and what its summary says.
+struct Done {
+    profile: Profile,
+    summary: SummaryInfo,
+}
+
+/// Symbolizes what was collected (asking JVMs for their perf maps first)
+/// into the profile; `None` when nothing was collected and that is
+/// normal but nothing can be written (an empty SVG), said on stderr.
+fn build_profile(
     session: &Session<'_>,
     rec: &Recording,
     collected: Collected,
-    out: Output,
-) -> Result<()> {
+) -> Result<Option<Done>> {
     let config = session.config;
-    if collected.stacks.is_empty() {
-        match &collected.when_empty {
-            WhenEmpty::Error(msg) => bail!("{msg}; nothing written"),
-            WhenEmpty::Note(msg) => {
-                if !config.quiet {
-                    eprintln!("flameprobe: {msg}");
-                }
-                if config.format == Format::Svg {
-                    if !config.quiet {
-                        eprintln!("  an empty flame graph cannot be drawn: no file written");
-                    }
-                    return Ok(());
-                }
-            }
-        }
+    if collected.stacks.is_empty() && !when_empty(config, &collected.when_empty)? {
+        return Ok(None);
     }
     let meta = Meta {
         target: session.describe(),
@@ -433,33 +521,78 @@ fn write_profile(
     let mut stacks = collected.stacks;
     let dropped = stacks.dropped;
     let map_events_lost = stacks.table.events_lost;
-    let jit_options = JitOptions {
-        attach: config.jit_attach,
-        ..JitOptions::default()
-    };
-    let mut jit = std::mem::take(&mut stacks.jit).finish(&jit_options);
+    let mut jit = std::mem::take(&mut stacks.jit).finish(&jit_options(config));
     let mut symbolizer = Symbolizer::new();
     jit.install(&mut symbolizer);
     let mut profile = stacks.into_profile(collected.sample_types, meta, &mut symbolizer);
     profile.period = collected.period;
     let mut summary_info = collected.summary;
+    loss_notes(&mut summary_info, dropped, map_events_lost);
+    summary_info.notes.extend(jit.warnings());
+    summary_info.quality_notes = jit.quality_lines(&profile);
+    Ok(Some(Done {
+        profile,
+        summary: summary_info,
+    }))
+}
+
+/// What an empty recording means: an error (Err), or a note said on
+/// stderr after which the (empty) output is written, unless it is an SVG
+/// (false).
+fn when_empty(config: &RecordConfig, when: &WhenEmpty) -> Result<bool> {
+    match when {
+        WhenEmpty::Error(msg) => bail!("{msg}; nothing written"),
+        WhenEmpty::Note(msg) => {
+            if !config.quiet {
+                eprintln!("flameprobe: {msg}");
+            }
+            if config.format == Format::Svg && config.write_output {
+                if !config.quiet {
+                    eprintln!("  an empty flame graph cannot be drawn: no file written");
+                }
+                return Ok(false);
+            }
+            Ok(true)
+        }
+    }
+}
+
+fn jit_options(config: &RecordConfig) -> JitOptions {
+    JitOptions {
+        attach: config.jit_attach,
+        ..JitOptions::default()
+    }
+}
+
+/// The summary's warnings about what was left out.
+fn loss_notes(info: &mut SummaryInfo, dropped: u64, map_events_lost: u64) {
     if dropped > 0 {
-        summary_info.notes.push(format!(
+        info.notes.push(format!(
             "warning: {dropped} events of new stacks were left out: more than {} distinct \
              stacks (memory stays bounded); record fewer targets or for less time",
             crate::stacks::MAX_STACKS
         ));
     }
     if map_events_lost > 0 {
-        summary_info.notes.push(format!(
+        info.notes.push(format!(
             "warning: {map_events_lost} of the kernel's mmap/fork/exec records were lost (its \
              buffer was full): processes that lived only milliseconds may show [unmapped] frames"
         ));
     }
-    summary_info.notes.extend(jit.warnings());
-    summary_info.quality_notes = jit.quality_lines(&profile);
+}
 
-    let report_to_stderr = out.shares_stdout();
+/// Writes the output (when there is one), then the summary and the
+/// report.
+fn write_and_report(
+    session: &Session<'_>,
+    rec: &Recording,
+    done: &Done,
+    out: Option<Output>,
+    extra: &[String],
+) -> Result<()> {
+    let config = session.config;
+    let profile = &done.profile;
+    let report_to_stderr = out.as_ref().is_some_and(Output::shares_stdout);
     let opts = WriteOptions {
         svg: config.svg.clone(),
         folded: FrameNameOptions {
@@ -467,18 +600,144 @@ fn write_profile(
             group_by: config.group_by,
         },
     };
-    output::write(&profile, config.format, &opts, out)?;
-    log::info!(
-        "output written {} ms after recording stopped",
-        rec.stopped_at.elapsed().as_millis()
-    );
+    let written = match out {
+        Some(out) => {
+            output::write(profile, config.format, &opts, out)?;
+            log::info!(
+                "output written {} ms after recording stopped",
+                rec.stopped_at.elapsed().as_millis()
+            );
+            Some(&config.destination)
+        }
+        None => None,
+    };
     if !config.quiet && !profile.stacks.is_empty() {
         eprint!(
             "{}",
-            summary(&profile, &summary_info, config.format, &config.destination)
+            summary(profile, &done.summary, config.format, written)
         );
     }
-    print_report(&profile, config, report_to_stderr)
+    if !config.quiet {
+        for line in extra {
+            eprintln!("  {line}");
+        }
+    }
+    print_report(profile, config, report_to_stderr)
+}
+
+/// `record --push` without `--every`: the profile is pushed once it was
+/// written (a push that fails never loses the local file; it is an error,
+/// exit 1).
+fn push_once(
+    session: &Session<'_>,
+    push: &crate::push::PushConfig,
+    profile: &Profile,
+) -> Result<()> {
+    let config = session.config;
+    let labels = push.series_labels(session.service.clone());
+    let request = crate::push::build(profile, push, &labels);
+    if request.requests.is_empty() {
+        if !config.quiet {
+            eprintln!("  nothing to push: the profile holds no stack");
+        }
+        return Ok(());
+    }
+    let client = push.client();
+    match crate::push::send_now(&client, &request) {
+        Ok(()) => {
+            if !config.quiet {
+                eprintln!("  pushed to {} ({})", client.endpoint(), request.describe());
+            }
+            Ok(())
+        }
+        Err(e) if config.write_output => {
+            bail!("{e}; the profile was written to {}", config.destination)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The end of a continuous recording: the last window pushed after the
+/// others, the local file (every window merged, with `-o`), the summary
+/// with what was pushed. An error when no window reached the receiver.
+fn finish_windows(
+    session: &Session<'_>,
+    rec: &Recording,
+    mut collected: Collected,
+    windows: windows::Windows,
+    out: Option<Output>,
+) -> Result<()> {
+    let config = session.config;
+    let push = config
+        .push
+        .as_ref()
+        .context("continuous mode needs --push")?;
+    let dropped = collected.stacks.dropped;
+    let map_events_lost = collected.stacks.table.events_lost;
+    let jit = std::mem::take(&mut collected.stacks.jit).finish(&jit_options(config));
+    let limit = push.timeout + Duration::from_secs(5);
+    let finished = windows.finish(session, rec.recorded, &mut collected, jit, limit)?;
+    let mut info = std::mem::take(&mut collected.summary);
+    loss_notes(
+        &mut info,
+        dropped + finished.dropped_stacks,
+        map_events_lost,
+    );
+    info.notes.extend(finished.jit_warnings.iter().cloned());
+    if finished.not_merged > 0 {
+        info.notes.push(format!(
+            "warning: {} windows were pushed but not added to the local file: it held {} \
+             distinct stacks (memory stays bounded)",
+            finished.not_merged,
+            crate::stacks::MAX_STACKS
+        ));
+    }
+    let pushed = finished.push_line();
+    let empty = match &finished.aggregate {
+        Some(p) => p.stacks.is_empty(),
+        None => finished.windows == 0,
+    };
+    let write = if empty {
+        when_empty(config, &collected.when_empty)?
+    } else {
+        true
+    };
+    match finished.aggregate {
+        Some(profile) if write => {
+            let done = Done {
+                profile,
+                summary: info,
+            };
+            write_and_report(session, rec, &done, out, &[pushed])?;
+        }
+        _ => {
+            if !config.quiet {
+                eprintln!(
+                    "flameprobe: {} from {} in {:.1}s, {} lost",
+                    finished.windows_line(),
+                    session.describe(),
+                    rec.recorded.as_secs_f64(),
+                    collected.lost
+                );
+                for note in &info.notes {
+                    eprintln!("  {note}");
+                }
+                eprintln!("  {pushed}");
+            }
+        }
+    }
+    if finished.windows > 0 && finished.push.pushed == 0 {
+        bail!(
+            "no window was pushed to {}{}",
+            finished.endpoint,
+            finished
+                .push
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(": {e}"))
+        );
+    }
+    Ok(())
 }
 
 /// `--report`: the top-functions report of the recorded profile, on
@@ -565,7 +824,7 @@ pub(crate) fn summary(
     profile: &Profile,
     info: &SummaryInfo,
     format: Format,
-    dest: &Destination,
+    dest: Option<&Destination>,
 ) -> String {
     let (display, events) = (profile.display_index(), profile.events_index());
     let shown = &profile.sample_types[display];
@@ -637,11 +896,12 @@ pub(crate) fn summary(
         out.push_str(&format!("  {hint}\n"));
     }
     match dest {
-        Destination::Stdout => out.push_str(&format!(
+        Some(Destination::Stdout) => out.push_str(&format!(
             "  wrote {} to standard output\n",
             format.description()
         )),
-        Destination::File(p) => out.push_str(&format!("  wrote {}\n", p.display())),
+        Some(Destination::File(p)) => out.push_str(&format!("  wrote {}\n", p.display())),
+        None => {}
     }
     out
 }

@@ -9,6 +9,7 @@
 //! when their first stack arrives; `--unwind fp` walks frame pointers.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
 use std::time::Instant;
@@ -18,9 +19,9 @@ use libbpf_rs::OpenObject;
 
 use super::stack_book::StackBook;
 use super::unwind_sync::UnwindSync;
-use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty, FINAL_DRAIN};
+use super::{Collected, Recorder, Recording, Session, SummaryInfo, Values, WhenEmpty, FINAL_DRAIN};
 use crate::config::{OffcpuStates, RecordConfig};
-use crate::probe::offcpu::{OffcpuConfig, OffcpuProbe, OffcpuStats, StateFilter};
+use crate::probe::offcpu::{OffcpuConfig, OffcpuProbe, OffcpuStats, StateFilter, StillOff};
 use crate::probe::targets::TargetMaps;
 use crate::probe::Delivery;
 use crate::profile::{units, ValueType};
@@ -50,6 +51,43 @@ pub(super) struct OffcpuPart<'obj> {
     book: Rc<RefCell<Book>>,
     /// None with --unwind fp (no tables: frame pointers).
     unwind: Option<UnwindSync>,
+    /// What earlier windows took (continuous mode).
+    taken: Taken,
+}
+
+/// Key of an in-kernel total: process, thread, stack.
+type TotalKey = (u32, u32, u64);
+
+/// What earlier windows of a continuous recording took, so that each
+/// window holds the time off the CPU *in* it: the kernel's totals as last
+/// read, the part of episodes still going on that was given to a window
+/// already (a thread asleep across windows counts in each), and what
+/// those episodes owe once the kernel adds them whole.
+#[derive(Default)]
+struct Taken {
+    totals: HashMap<TotalKey, (u64, u64)>,
+    /// Per thread off the CPU: since when, its stack, the time given.
+    ongoing: HashMap<u32, Ongoing>,
+    /// Time and episodes to take off the next totals of a key.
+    owed: HashMap<TotalKey, (u64, u64)>,
+}
+
+struct Ongoing {
+    pid: u32,
+    since: u64,
+    stack_id: u64,
+    given_ns: u64,
+}
+
+/// Threads still off the CPU at the end of a recording, and what the
+/// filters left out of their time (for the summary).
+#[derive(Default)]
+struct StillOffTally {
+    ns: u64,
+    threads: u64,
+    state_ns: u64,
+    short_ns: u64,
+    short: u64,
 }
 
 /// What the probe reports when it stops.
@@ -96,6 +134,7 @@ impl<'obj> OffcpuPart<'obj> {
             probe,
             book,
             unwind: (config.unwind != UnwindMode::Fp).then(UnwindSync::new),
+            taken: Taken::default(),
         };
         if let Some(unwind) = &mut part.unwind {
             // Named targets (and a launched command, once it runs its
@@ -189,25 +228,64 @@ impl<'obj> OffcpuPart<'obj> {
         self.probe.target_maps()
     }
 
-    /// Stops the probe and adds what was recorded to the stacks, each
-    /// episode as `values(ns, count)`. Threads still off the CPU count up
-    /// to now.
-    pub fn finish(mut self, config: &RecordConfig, values: EpisodeValues) -> OffcpuOutcome {
-        let complete = self.probe.stop(FINAL_DRAIN);
-        let now = monotonic_ns();
-        let stats = self.probe.stats();
+    /// Continuous mode: adds the time off the CPU since the last window
+    /// to the stacks, each as `values(ns, episodes)`, and forgets threads
+    /// that are gone; the probe stays attached.
+    pub fn end_window(&mut self, config: &RecordConfig, values: EpisodeValues) {
+        self.add_until(config, values, monotonic_ns());
+        self.forget_gone();
+    }
+
+    /// Adds to the stacks the time off the CPU up to `now` that no window
+    /// took yet: the kernel's totals since the last read, less what
+    /// earlier windows gave episodes that have ended since; and threads
+    /// off the CPU now, up to now (as the kernel would count them: up to
+    /// their wake-up with a --state filter, never shorter than
+    /// --min-block).
+    fn add_until(
+        &mut self,
+        config: &RecordConfig,
+        values: EpisodeValues,
+        now: u64,
+    ) -> StillOffTally {
+        // Totals first: an episode that ends between the two reads is in
+        // neither, and comes with the next totals.
         let totals = self.probe.totals();
         let still = self.probe.still_off();
         let b = self.book.borrow();
         let mut stacks = b.stacks.borrow_mut();
+        let taken = &mut self.taken;
+        let still_by_tid: HashMap<u32, &StillOff> = still.iter().map(|s| (s.tid, s)).collect();
+        // Episodes given to a window before that have ended since: the
+        // kernel adds them whole, so what was given is owed.
+        taken.ongoing.retain(|tid, o| {
+            if still_by_tid.get(tid).is_some_and(|s| s.since == o.since) {
+                return true;
+            }
+            let owed = taken.owed.entry((o.pid, *tid, o.stack_id)).or_default();
+            owed.0 = owed.0.saturating_add(o.given_ns);
+            owed.1 += 1;
+            false
+        });
         for t in &totals {
-            stacks.add(b.ids.get(t.stack_id), &values(t.ns, t.count));
+            let key = (t.pid, t.tid, t.stack_id);
+            let (ns0, n0) = taken.totals.insert(key, (t.ns, t.count)).unwrap_or((0, 0));
+            let (mut ns, mut n) = (t.ns.saturating_sub(ns0), t.count.saturating_sub(n0));
+            if let Some(owed) = taken.owed.get_mut(&key) {
+                let (pay_ns, pay_n) = (owed.0.min(ns), owed.1.min(n));
+                (ns, n) = (ns - pay_ns, n - pay_n);
+                (owed.0, owed.1) = (owed.0 - pay_ns, owed.1 - pay_n);
+                if *owed == (0, 0) {
+                    taken.owed.remove(&key);
+                }
+            }
+            if ns > 0 || n > 0 {
+                stacks.add(b.ids.get(t.stack_id), &values(ns, n));
+            }
         }
         let min_block = config.offcpu.min_block.as_nanos() as u64;
-        let (mut still_ns, mut still_threads) = (0u64, 0u64);
-        let (mut left_state, mut left_short, mut left_short_n) =
-            (stats.state_ns, stats.short_ns, stats.short);
         let filtered_states = config.offcpu.states != OffcpuStates::All;
+        let mut tally = StillOffTally::default();
         for s in still.iter().filter(|s| s.since <= now) {
             let mut away = now - s.since;
             // As in the kernel: once woken, the wait for a CPU is another
@@ -216,20 +294,90 @@ impl<'obj> OffcpuPart<'obj> {
                 .woken
                 .filter(|&w| filtered_states && s.state != 0 && w <= now)
             {
-                left_state = left_state.saturating_add(now - woken);
+                tally.state_ns = tally.state_ns.saturating_add(now - woken);
                 away = woken.saturating_sub(s.since);
             }
             if s.stack_id == 0 {
-                left_state = left_state.saturating_add(away);
-            } else if away < min_block {
-                left_short = left_short.saturating_add(away);
-                left_short_n += 1;
-            } else {
-                stacks.add(b.ids.get(s.stack_id), &values(away, 1));
-                still_ns = still_ns.saturating_add(away);
-                still_threads += 1;
+                tally.state_ns = tally.state_ns.saturating_add(away);
+                continue;
             }
+            if away < min_block {
+                tally.short_ns = tally.short_ns.saturating_add(away);
+                tally.short += 1;
+                continue;
+            }
+            let ongoing = taken.ongoing.entry(s.tid).or_insert(Ongoing {
+                pid: s.pid,
+                since: s.since,
+                stack_id: s.stack_id,
+                given_ns: 0,
+            });
+            let episodes = u64::from(ongoing.given_ns == 0);
+            let add = away.saturating_sub(ongoing.given_ns);
+            ongoing.given_ns = away;
+            if add > 0 || episodes > 0 {
+                stacks.add(b.ids.get(s.stack_id), &values(add, episodes));
+            }
+            tally.ns = tally.ns.saturating_add(away);
+            tally.threads += 1;
         }
+        tally
+    }
+
+    /// Forgets the totals and stacks of threads that are gone (their time
+    /// was taken by now), in the kernel and here.
+    fn forget_gone(&mut self) {
+        let gone: Vec<crate::probe::offcpu::OffcpuTotal> = self
+            .taken
+            .totals
+            .keys()
+            .filter(|(pid, tid, _)| !crate::proc::thread_alive(*pid, *tid))
+            .map(|&(pid, tid, stack_id)| crate::probe::offcpu::OffcpuTotal {
+                pid,
+                tid,
+                stack_id,
+                ns: 0,
+                count: 0,
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for t in &gone {
+            let key = (t.pid, t.tid, t.stack_id);
+            self.taken.totals.remove(&key);
+            self.taken.owed.remove(&key);
+        }
+        let mut live: std::collections::HashSet<u64> =
+            self.taken.totals.keys().map(|k| k.2).collect();
+        live.extend(self.taken.ongoing.values().map(|o| o.stack_id));
+        let dropped = self.book.borrow_mut().ids.forget(|id, stack| {
+            !live.contains(&id)
+                && stack.labels.pid.is_some_and(|pid| {
+                    !crate::proc::thread_alive(pid, stack.labels.tid.unwrap_or(pid))
+                })
+        });
+        self.probe.forget(&gone, &dropped);
+        log::debug!(
+            "forgot {} off-CPU totals and {} stacks of threads that are gone",
+            gone.len(),
+            dropped.len()
+        );
+    }
+
+    /// Stops the probe and adds what was recorded to the stacks (what no
+    /// window took), each episode as `values(ns, count)`. Threads still
+    /// off the CPU count up to now.
+    pub fn finish(mut self, config: &RecordConfig, values: EpisodeValues) -> OffcpuOutcome {
+        let complete = self.probe.stop(FINAL_DRAIN);
+        let now = monotonic_ns();
+        let stats = self.probe.stats();
+        let tally = self.add_until(config, values, now);
+        let min_block = config.offcpu.min_block.as_nanos() as u64;
+        let (still_ns, still_threads) = (tally.ns, tally.threads);
+        let left_state = stats.state_ns.saturating_add(tally.state_ns);
+        let left_short = stats.short_ns.saturating_add(tally.short_ns);
+        let left_short_n = stats.short + tally.short;
 
         let ns = |v: u64| units::format(units::NANOSECONDS, v);
         let mut notes = Vec::new();
@@ -350,6 +498,17 @@ impl Recorder for OffcpuRecorder<'_> {
     fn progress(&self) -> String {
         let s = self.part.stats();
         format!("{} times off the CPU, {} lost", s.switches, s.lost())
+    }
+
+    fn end_window(&mut self, session: &Session<'_>) -> Result<(Values, u64)> {
+        self.part
+            .end_window(session.config, |ns, count| vec![ns, count]);
+        let values = Values {
+            sample_types: offcpu_types(),
+            period: None,
+            frequency: None,
+        };
+        Ok((values, self.part.stats().lost()))
     }
 
     fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected> {

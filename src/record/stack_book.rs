@@ -66,6 +66,21 @@ impl StackBook {
         self.resolved.insert(id, stack);
     }
 
+    /// Drops the stacks `drop` selects (continuous mode: of processes that
+    /// are gone); returns their ids.
+    pub fn forget(&mut self, drop: impl Fn(u64, &RawStack) -> bool) -> Vec<u64> {
+        let ids: Vec<u64> = self
+            .resolved
+            .iter()
+            .filter(|(&id, stack)| drop(id, stack))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &ids {
+            self.resolved.remove(id);
+        }
+        ids
+    }
+
     /// The stack with this id; one that never arrived (its ring buffer was
     /// full, counted as lost) is an empty stack marked truncated.
     pub fn get(&self, id: u64) -> RawStack {

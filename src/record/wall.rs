@@ -17,10 +17,33 @@ use libbpf_rs::OpenObject;
 
 use super::cpu::CpuPart;
 use super::offcpu::OffcpuPart;
-use super::{Collected, Recorder, Recording, Session, SummaryInfo, WhenEmpty};
+use super::{Collected, Recorder, Recording, Session, SummaryInfo, Values, WhenEmpty};
 use crate::probe::targets::TargetMaps;
 use crate::profile::{units, ValueType};
 use crate::stacks::StackCollector;
+
+/// What time off the CPU adds to a stack: wall, no cpu, offcpu, events.
+fn off_cpu_values(ns: u64, count: u64) -> Vec<u64> {
+    vec![ns, 0, ns, count]
+}
+
+/// The values of a wall-clock profile.
+fn values(frequency: u64) -> Values {
+    Values {
+        sample_types: vec![
+            ValueType::new("wall", units::NANOSECONDS),
+            ValueType::new("cpu", units::NANOSECONDS),
+            ValueType::new("offcpu", units::NANOSECONDS),
+            ValueType::new("events", units::COUNT),
+        ],
+        // The on-CPU half is sampled: each sample stands for a period.
+        period: Some((
+            ValueType::new("cpu", units::NANOSECONDS),
+            super::cpu::period_ns(frequency),
+        )),
+        frequency: Some(frequency),
+    }
+}
 
 struct WallRecorder<'obj> {
     cpu: CpuPart<'obj>,
@@ -73,6 +96,12 @@ impl Recorder for WallRecorder<'_> {
         )
     }
 
+    fn end_window(&mut self, session: &Session<'_>) -> Result<(Values, u64)> {
+        self.offcpu.end_window(session.config, off_cpu_values);
+        let lost = self.cpu.stats().lost + self.offcpu.stats().lost();
+        Ok((values(session.config.frequency), lost))
+    }
+
     fn finish(self: Box<Self>, session: &Session<'_>, rec: &Recording) -> Result<Collected> {
         let WallRecorder {
             cpu,
@@ -80,26 +109,18 @@ impl Recorder for WallRecorder<'_> {
             stacks,
         } = *self;
         let on = cpu.finish(session);
-        let off = offcpu.finish(session.config, |ns, count| vec![ns, 0, ns, count]);
+        let off = offcpu.finish(session.config, off_cpu_values);
         let stacks = Rc::try_unwrap(stacks)
             .map_err(|_| anyhow::anyhow!("stack collector still shared after detach"))?
             .into_inner();
         let mut notes = on.notes;
         notes.extend(off.notes);
+        let v = values(session.config.frequency);
         Ok(Collected {
             stacks,
-            sample_types: vec![
-                ValueType::new("wall", units::NANOSECONDS),
-                ValueType::new("cpu", units::NANOSECONDS),
-                ValueType::new("offcpu", units::NANOSECONDS),
-                ValueType::new("events", units::COUNT),
-            ],
-            // The on-CPU half is sampled: each sample stands for a period.
-            period: Some((
-                ValueType::new("cpu", units::NANOSECONDS),
-                super::cpu::period_ns(session.config.frequency),
-            )),
-            frequency: Some(session.config.frequency),
+            sample_types: v.sample_types,
+            period: v.period,
+            frequency: v.frequency,
             lost: on.lost + off.lost,
             summary: SummaryInfo {
                 notes,

@@ -16,6 +16,8 @@ mod memleak;
 mod offcpu;
 mod output;
 mod pprof_go;
+mod push;
+mod push_util;
 mod record_cli;
 mod record_containers;
 mod record_cpu;
