@@ -9,7 +9,7 @@ use crate::util::*;
 
 /// Leaked bytes and allocation counts of tests/targets/leaks.c, per chain
 /// (root first, ending at the function that called the allocator).
-const LEAKS: &[(&str, u64, u64)] = &[
+pub(crate) const LEAKS: &[(&str, u64, u64)] = &[
     ("main;run_leaks;via_malloc;leak_malloc", 3000, 3),
     ("main;run_leaks;leak_calloc", 400, 2),
     ("main;run_leaks;leak_realloc", 300, 1),

@@ -618,3 +618,90 @@ fn continuous_mode_keeps_the_spool_bounded_when_the_server_hangs() {
         "bounded at the end"
     );
 }
+
+/// memleak windows are snapshots: each window after the leaks holds what
+/// is outstanding at its end, the leaks exactly (the churn was freed).
+#[test]
+fn continuous_memleak_windows_hold_what_is_outstanding() {
+    require_root!();
+    let bin = build_c("leaks.c", "leaks-fp", FP_FLAGS);
+    let mut target = Handshake::start(&bin, &["wait"]);
+    let stub = Stub::start(vec![]);
+    let pid = target.pid();
+    let rec = Recording::start(&[
+        "--probe",
+        "memleak",
+        "-p",
+        &pid,
+        "--every",
+        "1s",
+        "-d",
+        "4s",
+        "--min-age",
+        "0",
+        "--push",
+        &stub.url(),
+    ]);
+    target.go();
+    let (_, err) = rec.finish();
+    assert!(err.contains("pushed 4 of 4 windows"), "{err}");
+    let leaked: i64 = crate::memleak::LEAKS.iter().map(|l| l.1 as i64).sum();
+    let reqs = stub.requests();
+    for r in &reqs[1..] {
+        let req = r.push_request();
+        let s = &req.series[0];
+        assert_eq!(label(s, "__name__"), Some("memory"));
+        let p = pprof_of(s);
+        let bytes: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(bytes, leaked, "outstanding at the window's end");
+    }
+}
+
+/// --push-split pid: one series per process, with its pid and program.
+#[test]
+fn record_push_split_gives_a_series_per_process() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = ratio_target("ratio-fp", FP_FLAGS);
+    let (a, b) = (Target::start(&bin, &["30"]), Target::start(&bin, &["30"]));
+    let stub = Stub::start(vec![]);
+    let pids = format!("{},{}", a.pid(), b.pid());
+    run_ok(&[
+        "record",
+        "-p",
+        &pids,
+        "-d",
+        "1s",
+        "-q",
+        "-o",
+        "/dev/null",
+        "-f",
+        "folded",
+        "--push",
+        &stub.url(),
+        "--push-split",
+        "pid",
+    ]);
+    let req = stub.requests()[0].push_request();
+    let mut seen: Vec<String> = req
+        .series
+        .iter()
+        .map(|s| {
+            assert_eq!(label(s, "process_name"), Some("ratio-fp"));
+            assert_eq!(label(s, "service_name"), Some("ratio-fp"));
+            let pid = label(s, "pid").unwrap().to_string();
+            // Each series holds that process's samples only.
+            let p = pprof_of(s);
+            let pid_key = p.string_table.iter().position(|x| x == "pid").unwrap() as i64;
+            assert!(p.sample.iter().all(|x| x
+                .label
+                .iter()
+                .any(|l| l.key == pid_key && l.num.to_string() == pid)));
+            pid
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![a.pid().to_string(), b.pid().to_string()];
+    want.sort();
+    assert_eq!(seen, want);
+}
