@@ -28,6 +28,15 @@ enum limits {
 	MIN_CODE_ADDR = 0x1000,
 	/* Distinct cgroup levels the cgroup filter checks (targets.h). */
 	MAX_CGROUP_LEVELS = 4,
+	/* kmemleak: kernel function ranges that classify an allocation by
+	 * its stack (memleak.bpf.c); a power of two (binary search). */
+	MAX_KERNEL_RANGES = 32,
+};
+
+/* What a kernel function range on an allocation's stack says about it. */
+enum kernel_range_kind {
+	RANGE_BPF_ALLOCATOR = 0,  /* BPF's own memory: left out */
+	RANGE_INTERRUPT = 1,      /* made in interrupt context */
 };
 
 #define PF_KTHREAD 0x00200000 /* task->flags: a kernel thread */
@@ -104,7 +113,10 @@ enum stat_idx {
 	STAT_STATE_NS = 12,    /* ns left out by --state */
 	STAT_SHORT_NS = 13,    /* ns left out by --min-block */
 	STAT_SHORT = 14,       /* episodes left out by --min-block */
-	STAT_MAX = 16,
+	/* kmemleak */
+	STAT_BPF_SELF = 15,    /* allocations of the kernel's BPF allocator, left out */
+	STAT_IRQ_SKIPPED = 16, /* allocations in interrupt context, left out (-p, --container) */
+	STAT_MAX = 17,
 };
 
 /* ---------------------------------------------------------------------
@@ -117,6 +129,7 @@ enum stat_idx {
 /* stack_event.flags */
 enum stack_flags {
 	STACK_CFI = 1 << 0,   /* user stack unwound with CFI rows */
+	STACK_IRQ = 1 << 1,   /* kmemleak: taken in interrupt context (no process) */
 };
 
 /* A stack seen for the first time; sent through the ring buffer. */

@@ -29,6 +29,25 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u64 sample_bytes = 0;
 /* kmemleak: also record the user stack of the allocating task. */
 const volatile bool kernel_user_stacks = false;
+/* kmemleak: allocations made in interrupt context (hardirq, softirq, NMI)
+ * belong to no task; with a target filter they are left out, for the
+ * whole machine they are kept without a process. */
+const volatile bool kernel_skip_irq = false;
+/* kmemleak: address ranges of kernel functions that decide about an
+ * allocation with them on its kernel stack, sorted, with what each is
+ * (enum kernel_range_kind):
+ * - the kernel's BPF allocator (its memory caches, refilled from irq_work;
+ *   map and local-storage elements): BPF's own memory (ours, or another
+ *   tracer's), never recorded. Recording it would insert into a BPF map,
+ *   which can make the allocator refill again: a loop of irq_work that
+ *   stalls the CPU;
+ * - interrupt entries (idtentry stubs, softirq processing): interrupt
+ *   context. (x86's preempt_count would say it too, but it is a per-CPU
+ *   variable whose address kallsyms gives only with CONFIG_KALLSYMS_ALL,
+ *   and the program's own stack may be a private one.) */
+const volatile __u64 kernel_ranges[2 * MAX_KERNEL_RANGES] = {};
+const volatile __u8 kernel_range_kinds[MAX_KERNEL_RANGES] = {};
+const volatile __u32 kernel_range_count = 0;
 
 /* Dummy instances so the skeleton's BTF carries the shared types for Rust. */
 enum alloc_kind _alloc_kind = 0;
@@ -36,6 +55,7 @@ enum alloc_space _alloc_space = 0;
 struct alloc_key _alloc_key = {};
 struct alloc_info _alloc_info = {};
 struct exec_event _exec_event = {};
+enum kernel_range_kind _kernel_range_kind = 0;
 
 extern bool bpf_session_is_return(void) __ksym __weak;
 
@@ -272,6 +292,42 @@ int BPF_PROG(on_exec, struct task_struct *p)
 /* Kernel allocators (kmem tracepoints)                                */
 /* ------------------------------------------------------------------ */
 
+/* What a kernel stack passes through: a bit per enum kernel_range_kind.
+ * A global function: verified once. */
+__noinline __u32 kernel_stack_marks(struct stack_event *ev)
+{
+	__u32 marks = 0;
+	int i, j;
+
+	if (!ev || !kernel_range_count)
+		return 0;
+	__u32 n = ev->kstack_len > 0 ? (__u32)ev->kstack_len / 8 : 0;
+	bpf_for(i, 0, FP_MAX_STACK_DEPTH) {
+		if (i >= n)
+			break;
+		__u64 a = ev->kstack[i];
+		/* The last range starting at or below a (binary search). */
+		__u32 lo = 0, hi = kernel_range_count;
+		if (hi > MAX_KERNEL_RANGES)
+			hi = MAX_KERNEL_RANGES;
+		bpf_for(j, 0, 6) {
+			if (lo >= hi)
+				break;
+			__u32 mid = ((lo + hi) / 2) & (MAX_KERNEL_RANGES - 1);
+			if (kernel_ranges[2 * mid] <= a)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == 0)
+			continue;
+		__u32 r = (lo - 1) & (MAX_KERNEL_RANGES - 1);
+		if (a < kernel_ranges[2 * r + 1])
+			marks |= 1u << (kernel_range_kinds[r] & 31);
+	}
+	return marks;
+}
+
 static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u64 size)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -286,6 +342,22 @@ static __always_inline void kernel_alloc(void *ctx, __u32 space, __u64 addr, __u
 	ev->tid = 0;
 	ev->flags = 0;
 	ev->kstack_len = bpf_get_stack(ctx, ev->kstack, sizeof(ev->kstack), 0);
+	__u32 marks = kernel_stack_marks(ev);
+	if (marks & (1u << RANGE_BPF_ALLOCATOR)) {
+		count(STAT_BPF_SELF);
+		return;
+	}
+	if (marks & (1u << RANGE_INTERRUPT)) {
+		if (kernel_skip_irq) {
+			count(STAT_IRQ_SKIPPED);
+			return;
+		}
+		/* An interrupt's allocation is nobody's: whole-machine mode
+		 * keeps it under the kernel (pid 0), whatever task it
+		 * interrupted. */
+		ev->pid = tgid = 0;
+		ev->flags |= STACK_IRQ;
+	}
 	ev->ustack_len = 0;
 	if (kernel_user_stacks && tgid) {
 		struct task_struct *task = bpf_get_current_task_btf();

@@ -27,6 +27,131 @@ use crate::unwind::table::UNWIND_ROWS;
 /// Entries in the exponential table for sampling (`SAMPLE_TABLE_SIZE`).
 const SAMPLE_TABLE_SIZE: u32 = 4096;
 
+/// Distinct kernel stacks kmemleak marks as delivered (a preallocated map:
+/// when it is full, further new stacks are delivered at every event).
+const KERNEL_STACK_IDS: u32 = 1 << 16;
+
+/// Functions of the kernel's BPF allocator and the map code that calls it:
+/// an allocation with one of them on its stack is BPF's own memory.
+const BPF_ALLOCATOR_FUNCTIONS: &[&str] = &[
+    "bpf_mem_refill",
+    "alloc_bulk",
+    "prefill_mem_cache",
+    "bpf_mem_alloc",
+    "bpf_mem_cache_alloc",
+    "bpf_mem_cache_alloc_flags",
+    "bpf_map_kmalloc_node",
+    "bpf_map_kmalloc_nolock",
+    "bpf_map_kzalloc",
+    "bpf_map_kvcalloc",
+    "bpf_map_alloc_percpu",
+    "bpf_selem_alloc",
+    "bpf_local_storage_alloc",
+    "alloc_htab_elem",
+];
+
+/// Entries into interrupt context (x86_64): an allocation with one of them
+/// on its stack was made by an interrupt or a softirq, not by the task it
+/// interrupted. (Exceptions such as page faults are the task's own.)
+fn is_interrupt_entry(name: &str) -> bool {
+    name.starts_with("asm_sysvec_")
+        || matches!(
+            name,
+            "asm_common_interrupt"
+                | "asm_spurious_interrupt"
+                | "asm_exc_nmi"
+                | "handle_softirqs"
+                | "__do_softirq"
+        )
+}
+
+/// What a kernel function on an allocation's stack says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelRange {
+    BpfAllocator,
+    Interrupt,
+}
+
+/// The ranges of [`BPF_ALLOCATOR_FUNCTIONS`] and the interrupt entries in
+/// the running kernel (empty when kallsyms hides addresses).
+fn kernel_ranges() -> Vec<(u64, u64, KernelRange)> {
+    match std::fs::read_to_string("/proc/kallsyms") {
+        Ok(text) => function_ranges(&text, |name| {
+            if BPF_ALLOCATOR_FUNCTIONS.contains(&name) {
+                Some(KernelRange::BpfAllocator)
+            } else if is_interrupt_entry(name) {
+                Some(KernelRange::Interrupt)
+            } else {
+                None
+            }
+        }),
+        Err(e) => {
+            log::debug!("reading /proc/kallsyms: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// At most `max` of `ranges`, the BPF allocator's first (leaving out BPF's
+/// own memory is what keeps kmemleak from stalling a CPU), still sorted.
+fn fit_ranges(
+    mut ranges: Vec<(u64, u64, KernelRange)>,
+    max: usize,
+) -> Vec<(u64, u64, KernelRange)> {
+    if ranges.len() > max {
+        log::debug!("{} kernel function ranges, {max} kept", ranges.len());
+        ranges.sort_by_key(|r| (r.2 != KernelRange::BpfAllocator, r.0));
+        ranges.truncate(max);
+        ranges.sort_by_key(|r| r.0);
+    }
+    ranges
+}
+
+/// The address ranges of the core-kernel functions that `classify` names,
+/// from kallsyms text: from each one's address to the next text symbol's,
+/// sorted, merged where neighbours of one kind touch.
+pub fn function_ranges<K: Copy + PartialEq>(
+    kallsyms: &str,
+    classify: impl Fn(&str) -> Option<K>,
+) -> Vec<(u64, u64, K)> {
+    let mut text: Vec<u64> = Vec::new();
+    let mut wanted: Vec<(u64, K)> = Vec::new();
+    for line in kallsyms.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        // Core kernel text only (module symbols carry a [module] field).
+        if !matches!(kind, "t" | "T") || f.next().is_some() {
+            continue;
+        }
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        if addr == 0 {
+            continue;
+        }
+        text.push(addr);
+        if let Some(k) = classify(name) {
+            wanted.push((addr, k));
+        }
+    }
+    text.sort_unstable();
+    text.dedup();
+    wanted.sort_by_key(|w| w.0);
+    wanted.dedup_by_key(|w| w.0);
+    let mut out: Vec<(u64, u64, K)> = Vec::new();
+    for (lo, kind) in wanted {
+        let i = text.partition_point(|&a| a <= lo);
+        let Some(&hi) = text.get(i) else { continue };
+        match out.last_mut() {
+            Some(last) if last.1 == lo && last.2 == kind => last.1 = hi,
+            _ => out.push((lo, hi, kind)),
+        }
+    }
+    out
+}
+
 /// Which allocations are tracked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allocators {
@@ -99,6 +224,10 @@ pub struct MemleakStats {
     pub no_state: u64,
     /// Processes started by targets that could not be followed.
     pub targets_full: u64,
+    /// kmemleak: allocations of the kernel's BPF allocator, left out.
+    pub bpf_self: u64,
+    /// kmemleak: allocations in interrupt context, left out (filtered).
+    pub irq_skipped: u64,
 }
 
 impl MemleakStats {
@@ -143,12 +272,50 @@ impl<'obj> MemleakProbe<'obj> {
             set_filter_rodata!(rodata, &config.filter, &config.threads);
             rodata.sample_bytes = config.sample_bytes;
             rodata.kernel_user_stacks = !matches!(config.filter, Filter::All);
+            rodata.kernel_skip_irq = !matches!(config.filter, Filter::All);
+            if config.allocators == Allocators::Kernel {
+                let ranges = fit_ranges(kernel_ranges(), rodata.kernel_range_kinds.len());
+                if !ranges.iter().any(|r| r.2 == KernelRange::BpfAllocator) {
+                    log::warn!(
+                        "the kernel's BPF allocator was not found in /proc/kallsyms: kmemleak \
+                         may count the memory of BPF maps (its own too)"
+                    );
+                }
+                let n = ranges.len().min(rodata.kernel_range_kinds.len());
+                for (i, (lo, hi, kind)) in ranges[..n].iter().enumerate() {
+                    rodata.kernel_ranges[2 * i] = *lo;
+                    rodata.kernel_ranges[2 * i + 1] = *hi;
+                    rodata.kernel_range_kinds[i] = match kind {
+                        KernelRange::BpfAllocator => types::kernel_range_kind::RANGE_BPF_ALLOCATOR,
+                        KernelRange::Interrupt => types::kernel_range_kind::RANGE_INTERRUPT,
+                    }
+                    .0 as u8;
+                }
+                rodata.kernel_range_count = n as u32;
+            }
         }
+        // Preallocated: an allocation event never allocates (the BPF
+        // allocator refills its caches from irq_work on the target's CPU,
+        // which the kmem tracepoints would see).
         open.maps
             .allocs
-            .set_max_entries(config.max_outstanding.max(1024))
+            .set_map_flags(0)
+            .and_then(|()| {
+                open.maps
+                    .allocs
+                    .set_max_entries(config.max_outstanding.max(1024))
+            })
             .map_err(ProbeError::load)?;
         let user = config.allocators == Allocators::User;
+        if !user {
+            // kmemleak's event path allocates nothing either: its stack ids
+            // are preallocated too (fewer: kernel stacks repeat).
+            open.maps
+                .seen_stacks
+                .set_map_flags(0)
+                .and_then(|()| open.maps.seen_stacks.set_max_entries(KERNEL_STACK_IDS))
+                .map_err(ProbeError::load)?;
+        }
         open.maps
             .unwind_rows
             .set_max_entries(if user { UNWIND_ROWS } else { 1 })
@@ -316,6 +483,8 @@ impl<'obj> MemleakProbe<'obj> {
             stack_lost: read(s::STAT_STACK_LOST),
             no_state: read(s::STAT_NO_STATE),
             targets_full: read(s::STAT_TARGETS_FULL),
+            bpf_self: read(s::STAT_BPF_SELF),
+            irq_skipped: read(s::STAT_IRQ_SKIPPED),
         }
     }
 
@@ -436,6 +605,92 @@ pub fn unsample(size: u64, mean: u64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn function_ranges_span_to_the_next_text_symbol() {
+        let kallsyms = "\
+ffffffff81559b40 t alloc_bulk
+ffffffff81559d00 t free_one
+ffffffff81559e20 t bpf_mem_refill
+ffffffff81559f00 t bpf_mem_refill_once
+ffffffff81559f00 d some_data
+ffffffffc0001000 t alloc_bulk [some_module]
+0000000000000000 t bpf_map_kzalloc
+ffffffff8155aa70 T bpf_mem_alloc
+ffffffff8155ab10 T bpf_mem_free
+";
+        let names = [
+            "alloc_bulk",
+            "bpf_mem_refill",
+            "bpf_mem_alloc",
+            "bpf_map_kzalloc",
+        ];
+        let r = function_ranges(kallsyms, |n| names.contains(&n).then_some(()));
+        assert_eq!(
+            r,
+            [
+                (0xffffffff81559b40, 0xffffffff81559d00, ()),
+                (0xffffffff81559e20, 0xffffffff81559f00, ()),
+                (0xffffffff8155aa70, 0xffffffff8155ab10, ()),
+            ]
+        );
+        let many: Vec<(u64, u64, KernelRange)> = (0..40)
+            .map(|i| {
+                (
+                    i * 16,
+                    i * 16 + 8,
+                    if i % 10 == 9 {
+                        KernelRange::BpfAllocator
+                    } else {
+                        KernelRange::Interrupt
+                    },
+                )
+            })
+            .collect();
+        let fit = fit_ranges(many, 32);
+        assert_eq!(fit.len(), 32);
+        assert_eq!(
+            fit.iter()
+                .filter(|r| r.2 == KernelRange::BpfAllocator)
+                .count(),
+            4
+        );
+        assert!(fit.windows(2).all(|w| w[0].0 < w[1].0));
+        // Neighbours of one kind merge.
+        let sysvec = "\
+ffffffff81000d40 T asm_common_interrupt
+ffffffff81000d80 T asm_spurious_interrupt
+ffffffff81000db0 T asm_sysvec_error_interrupt
+ffffffff81000dd0 T asm_exc_page_fault
+ffffffff81000e00 T asm_sysvec_reboot
+ffffffff81000e20 T other
+";
+        let r = function_ranges(sysvec, |n| is_interrupt_entry(n).then_some(()));
+        assert_eq!(
+            r,
+            [
+                (0xffffffff81000d40, 0xffffffff81000dd0, ()),
+                (0xffffffff81000e00, 0xffffffff81000e20, ())
+            ]
+        );
+        // The running kernel has the allocator's refill path, and fewer
+        // ranges than the BPF program takes.
+        if let Ok(text) = std::fs::read_to_string("/proc/kallsyms") {
+            if text
+                .lines()
+                .next()
+                .is_some_and(|l| !l.starts_with("0000000000000000"))
+            {
+                let r = kernel_ranges();
+                assert!(r.iter().any(|r| r.2 == KernelRange::BpfAllocator), "{r:x?}");
+                assert!(r.iter().any(|r| r.2 == KernelRange::Interrupt), "{r:x?}");
+                assert!(
+                    r.len() <= types::limits::MAX_KERNEL_RANGES.0 as usize,
+                    "{r:x?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn sample_table_has_the_requested_mean() {

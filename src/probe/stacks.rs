@@ -57,7 +57,12 @@ impl StackRecord {
     pub fn tid(&self) -> u32 {
         self.ev.tid
     }
+    /// The process's name; `[interrupt]` for a stack taken in interrupt
+    /// context, which belongs to no process (whatever task it interrupted).
     pub fn process_name(&self) -> String {
+        if self.ev.flags & types::stack_flags::STACK_IRQ.0 != 0 {
+            return "[interrupt]".into();
+        }
         c_string(&self.ev.proc_comm)
     }
     /// The thread's name, when the probe keeps threads apart.

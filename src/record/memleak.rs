@@ -384,6 +384,20 @@ fn notes(stats: &MemleakStats, unprobed: &[String]) -> Vec<String> {
             stats.stack_lost
         ));
     }
+    if stats.bpf_self > 0 {
+        out.push(format!(
+            "{} allocations of the kernel's BPF allocator (BPF maps' memory, this \
+             recording's and other tracers') were left out",
+            stats.bpf_self
+        ));
+    }
+    if stats.irq_skipped > 0 {
+        out.push(format!(
+            "{} allocations made in interrupt context (they belong to no process) were left \
+             out; record the whole machine to see them",
+            stats.irq_skipped
+        ));
+    }
     if !unprobed.is_empty() {
         out.push(format!(
             "warning: {} programs of the command had no allocator flameprobe could probe, \

@@ -4,6 +4,7 @@
 //! versus released.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 
 use crate::util::*;
 
@@ -382,5 +383,71 @@ fn kmemleak_shows_held_kernel_memory_not_released() {
             .keys()
             .any(|s| s.starts_with(&format!("[{pid}]kheld;")) && s.contains(";main;")),
         "{folded:#?}"
+    );
+}
+
+/// Runs `bin` pinned to CPU `cpu` (taskset), stdout piped; killed when
+/// dropped (also when the test fails).
+fn pinned(cpu: u32, bin: &std::path::Path) -> Target {
+    let child = std::process::Command::new("taskset")
+        .args(["-c", &cpu.to_string()])
+        .arg(bin)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running taskset (util-linux)");
+    Target { child }
+}
+
+/// memleak and kmemleak on the same process, at the same time: the kernel
+/// refilling BPF's memory caches (irq_work) for one probe's maps must not
+/// feed the other's kmem tracepoints (which stalled the CPU for seconds),
+/// and neither may stall a CPU-bound process beside the target.
+#[test]
+fn memleak_and_kmemleak_together_never_stall_a_cpu() {
+    require_root!();
+    let _cpu = exclusive_cpu();
+    let churn = build_c("kchurn.c", "kchurn", NOFP_FLAGS);
+    let burner_bin = build_c("burner.c", "burner", NOFP_FLAGS);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = if cpus > 1 { 1 } else { 0 };
+    let target = pinned(cpu, &churn);
+    let mut burner = pinned(cpu, &burner_bin);
+    let rates = burner.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(rates).lines().map_while(Result::ok) {
+            if let Ok(r) = line.trim().parse::<f64>() {
+                let _ = tx.send((std::time::Instant::now(), r));
+            }
+        }
+    });
+    // The burner's rate beside the target, before any probe.
+    let before: Vec<f64> = (0..4).map(|_| rx.recv().unwrap().1).collect();
+    let pid = target.pid().to_string();
+    let start = std::time::Instant::now();
+    let user = Recording::start(&["--probe", "memleak", "-p", &pid, "-d", "5s", "-o", "-"]);
+    let kernel = Recording::start(&["--probe", "kmemleak", "-p", &pid, "-d", "5s", "-o", "-"]);
+    let (_, user_err) = user.finish();
+    let (kernel_out, kernel_err) = kernel.finish();
+    let end = std::time::Instant::now();
+    let during: Vec<f64> = rx
+        .try_iter()
+        .filter(|(t, _)| *t > start && *t <= end)
+        .map(|(_, r)| r)
+        .collect();
+    drop((burner, target));
+    let mut sorted = before.clone();
+    sorted.sort_by(f64::total_cmp);
+    let usual = sorted[sorted.len() / 2];
+    let slowest = during.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        during.len() >= 3 && slowest > usual / 2.0,
+        "the burner beside the target ran at {during:?} per second while both probes \
+         recorded (before: {before:?})\nmemleak: {user_err}\nkmemleak: {kernel_err}"
+    );
+    // kmemleak left BPF's own allocations (memleak's maps) out.
+    assert!(
+        !kernel_out.contains("bpf_mem_refill_[k]") && !kernel_out.contains("alloc_bulk_[k]"),
+        "{kernel_out}"
     );
 }
