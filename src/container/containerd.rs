@@ -5,7 +5,11 @@
 //! `internal/cri/annotations`): `io.kubernetes.cri.container-name`,
 //! `io.kubernetes.cri.sandbox-name`, `io.kubernetes.cri.sandbox-namespace`,
 //! `io.kubernetes.cri.sandbox-uid` (1.6.12+) and
-//! `io.kubernetes.cri.sandbox-id`; nerdctl records `nerdctl/name`.
+//! `io.kubernetes.cri.sandbox-id`, and `io.kubernetes.cri.container-type`
+//! (`sandbox` for the pod's pause container, which has no container name:
+//! it is called `POD`, as cri-dockerd and dockershim call theirs); nerdctl
+//! records `nerdctl/name`. Tasks in docker's namespace, `moby`, carry no
+//! names: docker's own state names them.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -16,6 +20,9 @@ use crate::safe_fs::{self, SafeOpenError, Scope};
 
 /// containerd's default v2 task state directory.
 pub const TASK_ROOT: &str = "/run/containerd/io.containerd.runtime.v2.task";
+
+/// What a pod's sandbox (pause) container is called.
+pub const SANDBOX_NAME: &str = "POD";
 
 /// Name and pod of containerd task `id`, searched in every namespace;
 /// `None` when no namespace has it.
@@ -50,7 +57,10 @@ pub fn lookup(task_root: &Path, id: &str) -> Result<Option<Metadata>, StateError
 /// What the CRI plugin's (or nerdctl's) annotations say.
 pub fn metadata_from_annotations(a: &HashMap<String, String>) -> Metadata {
     let get = |k: &str| a.get(k).filter(|v| !v.is_empty()).cloned();
-    let name = get("io.kubernetes.cri.container-name").or_else(|| get("nerdctl/name"));
+    let sandbox = get("io.kubernetes.cri.container-type").is_some_and(|t| t == "sandbox");
+    let name = get("io.kubernetes.cri.container-name")
+        .or_else(|| get("nerdctl/name"))
+        .or_else(|| sandbox.then(|| SANDBOX_NAME.to_string()));
     let pod = get("io.kubernetes.cri.sandbox-name").map(|name| Pod {
         id: get("io.kubernetes.cri.sandbox-uid")
             .or_else(|| get("io.kubernetes.cri.sandbox-id"))
@@ -59,4 +69,55 @@ pub fn metadata_from_annotations(a: &HashMap<String, String>) -> Metadata {
         namespace: get("io.kubernetes.cri.sandbox-namespace"),
     });
     Metadata { name, pod }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cri_containers_and_sandboxes() {
+        let pod = [
+            ("io.kubernetes.cri.sandbox-id", "08880aef"),
+            ("io.kubernetes.cri.sandbox-name", "shop"),
+            ("io.kubernetes.cri.sandbox-namespace", "prod"),
+            (
+                "io.kubernetes.cri.sandbox-uid",
+                "4fe556a4-0bd7-45be-966f-46e2cbf4c4ac",
+            ),
+        ];
+        let want_pod = Some(Pod {
+            id: "4fe556a4-0bd7-45be-966f-46e2cbf4c4ac".into(),
+            name: "shop".into(),
+            namespace: Some("prod".into()),
+        });
+        let mut c = pod.to_vec();
+        c.extend([
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.container-name", "cart"),
+        ]);
+        let m = metadata_from_annotations(&annotations(&c));
+        assert_eq!((m.name.as_deref(), &m.pod), (Some("cart"), &want_pod));
+        let mut sandbox = pod.to_vec();
+        sandbox.push(("io.kubernetes.cri.container-type", "sandbox"));
+        let m = metadata_from_annotations(&annotations(&sandbox));
+        assert_eq!((m.name.as_deref(), &m.pod), (Some("POD"), &want_pod));
+        // Before sandbox-uid (containerd < 1.6.12): the sandbox id.
+        let m = metadata_from_annotations(&annotations(&c[..3]));
+        assert_eq!(m.pod.map(|p| p.id), Some("08880aef".to_string()));
+        // A task docker made: nothing to name it by here.
+        assert_eq!(
+            metadata_from_annotations(&annotations(&[])),
+            Metadata::default()
+        );
+        let m = metadata_from_annotations(&annotations(&[("nerdctl/name", "web")]));
+        assert_eq!((m.name.as_deref(), m.pod), (Some("web"), None));
+    }
 }

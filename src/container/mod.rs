@@ -323,6 +323,10 @@ impl ContainerCache {
                 Runtime::Podman,
             ],
         };
+        // A runtime may know a container without naming it (docker runs
+        // its containers as tasks in containerd's `moby` namespace, whose
+        // bundles carry no names): another runtime's state may name it.
+        let mut unnamed: Option<Runtime> = None;
         for &runtime in order {
             let result = match runtime {
                 Runtime::Podman => self.podman_lookup(&found.id),
@@ -331,7 +335,10 @@ impl ContainerCache {
                 Runtime::CriO => crio::lookup(&self.roots.storage, &found.id),
             };
             match result {
-                Ok(Some(meta)) => return (Some(runtime), meta),
+                Ok(Some(meta)) if meta != Metadata::default() => return (Some(runtime), meta),
+                Ok(Some(_)) => {
+                    unnamed.get_or_insert(runtime);
+                }
                 Ok(None) => {}
                 Err(e) => log::debug!(
                     "container {}: reading {runtime} state: {e}",
@@ -339,7 +346,7 @@ impl ContainerCache {
                 ),
             }
         }
-        (None, Metadata::default())
+        (unnamed, Metadata::default())
     }
 
     fn podman_lookup(&mut self, id: &str) -> Result<Option<Metadata>, StateError> {
@@ -778,7 +785,8 @@ mod tests {
             (Some(Runtime::Docker), "quirky_tail", None)
         );
 
-        // A bare id under kubepods: found in docker's state (dockershim).
+        // A bare id under kubepods: found in docker's state (dockershim),
+        // though containerd (docker's own, namespace `moby`) knows it first.
         let (l, rt) = labels(
             &mut cache,
             "11:memory:/kubepods/besteffort/pod4eede96e-e976-4573-bc90-68dfe2516d3b/c3cd4e0a7993a1c155cc1bdd3326c7b1e260226d0c2c79e3e48dbc360543c768\n",
