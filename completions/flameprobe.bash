@@ -341,7 +341,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --all --duration --frequency --output --format --report --include-idle --no-threads --group-by --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --push --every --push-spool --push-api --service --label --push-split --push-header --push-timeout --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --pod --all --duration --frequency --output --format --report --include-idle --no-threads --group-by --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --push --every --push-spool --push-api --service --label --push-split --push-header --push-timeout --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,6 +364,13 @@ _flameprobe() {
                     return 0
                     ;;
                 --container)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --pod)
                     COMPREPLY=("${cur}")
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o nospace

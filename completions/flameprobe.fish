@@ -39,6 +39,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s p -l pi
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l tid -d 'Record only these threads (of the --pid targets, or of their own processes when no other target is given); repeat or comma-separate' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l thread -d 'Record only the threads whose name matches this regular expression (also threads started or renamed during the recording)' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l container -d 'Profile every process in these containers, also those started in them later: a name, a full id or a unique id prefix (4+ hex digits); repeat or comma-separate' -r -f
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l pod -d 'Profile every container of these pods, also processes started in them later: a pod name, or namespace/name for a Kubernetes pod (or a unique pod id prefix); repeat or comma-separate' -r -f
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m [default: 10s; with a command: until it exits]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout [default: flame.svg; with --every: none, the pushes are the output]' -r -F

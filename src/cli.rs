@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{
     self, ConvertConfig, MemleakOptions, OffcpuOptions, OffcpuStates, ProbeKind, RecordConfig,
 };
+use crate::container::Selection;
 use crate::output::svg::SvgOptions;
 use crate::output::{Destination, Format};
 use crate::profile::GroupBy;
@@ -85,6 +86,7 @@ Examples:
   sudo flameprobe record -o - -- ./my-benchmark --quick | grep main
   sudo flameprobe record -p 1234 -d 30s -o app.pb.gz --report   (pprof + table)
   sudo flameprobe record --container web -d 30s -o web.svg
+  sudo flameprobe record --pod prod/web-7d4b9c6f5-x2x9k -d 30s -o pod.svg
   sudo flameprobe record --probe memleak -p 1234 -d 30s -o leak.svg
   sudo flameprobe record --probe kmemleak -d 30s -o kernel-leak.svg
   sudo flameprobe record --probe offcpu -p 1234 -d 30s -o waits.svg
@@ -120,6 +122,17 @@ pub struct RecordArgs {
         conflicts_with_all = ["pids", "all"]
     )]
     pub containers: Vec<String>,
+    /// Profile every container of these pods, also processes started in
+    /// them later: a pod name, or namespace/name for a Kubernetes pod (or a
+    /// unique pod id prefix); repeat or comma-separate.
+    #[arg(
+        long = "pod",
+        value_name = "[NAMESPACE/]NAME[,...]",
+        value_delimiter = ',',
+        value_hint = clap::ValueHint::Other,
+        conflicts_with_all = ["pids", "all"]
+    )]
+    pub pods: Vec<String>,
     /// Profile the whole machine (the default when no target is given).
     #[arg(short, long, conflicts_with = "pids")]
     pub all: bool,
@@ -555,13 +568,19 @@ impl RecordArgs {
             && !self.all
             && self.command.is_empty()
             && self.containers.is_empty()
+            && self.pods.is_empty()
         {
             self.pids = self.tids.clone();
         }
         let target = if !self.command.is_empty() {
-            if self.all || !self.pids.is_empty() || !self.containers.is_empty() {
+            if self.all
+                || !self.pids.is_empty()
+                || !self.containers.is_empty()
+                || !self.pods.is_empty()
+            {
                 return Err(
-                    "a command (after --) cannot be combined with --pid, --container or --all"
+                    "a command (after --) cannot be combined with --pid, --container, --pod \
+                     or --all"
                         .into(),
                 );
             }
@@ -574,21 +593,30 @@ impl RecordArgs {
                 }
             }
             TargetSpec::Pids(pids)
-        } else if !self.containers.is_empty() {
+        } else if !self.containers.is_empty() || !self.pods.is_empty() {
             if let Some(empty) = self.containers.iter().find(|c| c.trim().is_empty()) {
                 return Err(format!(
                     "--container '{empty}': give a container name, id or id prefix \
                      (e.g. --container web)"
                 ));
             }
-            TargetSpec::Containers(self.containers)
+            if let Some(empty) = self.pods.iter().find(|c| c.trim().is_empty()) {
+                return Err(format!(
+                    "--pod '{empty}': give a pod name or namespace/name (e.g. --pod \
+                     prod/web-7d4b9c6f5-x2x9k)"
+                ));
+            }
+            TargetSpec::Containers(Selection {
+                containers: self.containers,
+                pods: self.pods,
+            })
         } else {
             TargetSpec::System
         };
         if self.probe == ProbeKind::Memleak && target == TargetSpec::System {
             return Err(
                 "--probe memleak traces user-space allocators per process: give \
-                        --pid PID, --container NAME or a command after --"
+                        --pid PID, --container NAME, --pod NAME or a command after --"
                     .into(),
             );
         }
@@ -736,19 +764,49 @@ mod tests {
 
     #[test]
     fn containers_repeat_and_comma_separate() {
+        let selection = |containers: &[&str], pods: &[&str]| {
+            TargetSpec::Containers(Selection {
+                containers: containers.iter().map(|s| s.to_string()).collect(),
+                pods: pods.iter().map(|s| s.to_string()).collect(),
+            })
+        };
         let c = record(&["--container", "web,8dfa34", "--container", "db"]).unwrap();
-        assert_eq!(
-            c.target,
-            TargetSpec::Containers(vec!["web".into(), "8dfa34".into(), "db".into()])
-        );
+        assert_eq!(c.target, selection(&["web", "8dfa34", "db"], &[]));
         let c = record(&["--probe", "memleak", "--container", "web"]).unwrap();
-        assert_eq!(c.target, TargetSpec::Containers(vec!["web".into()]));
+        assert_eq!(c.target, selection(&["web"], &[]));
         assert!(record(&["--container", "web", "-p", "1"]).is_err());
         assert!(record(&["--container", "web", "-a"]).is_err());
         let err = record(&["--container", "web", "--", "ls"]).unwrap_err();
         assert!(err.contains("--container"), "{err}");
         let err = record(&["--container", "web,"]).unwrap_err();
         assert!(err.contains("container name"), "{err}");
+    }
+
+    #[test]
+    fn pods_alone_or_with_containers() {
+        let c = record(&["--pod", "prod/shop,cart", "--pod", "db"]).unwrap();
+        let pods: Vec<String> = ["prod/shop", "cart", "db"].map(String::from).to_vec();
+        assert_eq!(
+            c.target,
+            TargetSpec::Containers(Selection {
+                containers: vec![],
+                pods: pods.clone()
+            })
+        );
+        let c = record(&["--probe", "memleak", "--pod", "shop", "--container", "web"]).unwrap();
+        assert_eq!(
+            c.target,
+            TargetSpec::Containers(Selection {
+                containers: vec!["web".into()],
+                pods: vec!["shop".into()]
+            })
+        );
+        assert!(record(&["--pod", "shop", "-p", "1"]).is_err());
+        assert!(record(&["--pod", "shop", "-a"]).is_err());
+        let err = record(&["--pod", "shop", "--", "ls"]).unwrap_err();
+        assert!(err.contains("--pod"), "{err}");
+        let err = record(&["--pod", ","]).unwrap_err();
+        assert!(err.contains("pod name"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use crate::container::{cgroup, Container};
+use crate::container::{cgroup, Container, Selection};
 use crate::proc;
 
 /// A set of processes named on the command line.
@@ -23,8 +23,9 @@ pub enum TargetSpec {
     /// These processes (all their threads).
     Pids(Vec<u32>),
     /// Every process in these containers (names, ids or id prefixes, as
-    /// given), including those started in them later.
-    Containers(Vec<String>),
+    /// given) and in every container of these pods, including those
+    /// started in them later.
+    Containers(Selection),
     /// A command flameprobe starts; it and its children are profiled.
     Command(Vec<OsString>),
 }
@@ -191,8 +192,7 @@ impl TargetSpec {
                 let list: Vec<String> = p.iter().map(u32::to_string).collect();
                 format!("pids {}", list.join(","))
             }
-            TargetSpec::Containers(c) if c.len() == 1 => format!("container {}", c[0]),
-            TargetSpec::Containers(c) => format!("containers {}", c.join(",")),
+            TargetSpec::Containers(selection) => selection.describe(),
             TargetSpec::Command(argv) => format!("command `{}`", command_line(argv)),
         }
     }
@@ -390,10 +390,20 @@ mod tests {
         assert_eq!(TargetSpec::Pids(vec![5, 6]).describe(), "pids 5,6");
         let cmd = TargetSpec::Command(vec!["sleep".into(), "1".into()]);
         assert_eq!(cmd.describe(), "command `sleep 1`");
-        let one = TargetSpec::Containers(vec!["web".into()]);
-        assert_eq!(one.describe(), "container web");
-        let two = TargetSpec::Containers(vec!["web".into(), "8dfa34".into()]);
-        assert_eq!(two.describe(), "containers web,8dfa34");
+        let containers = |containers: &[&str], pods: &[&str]| {
+            TargetSpec::Containers(Selection {
+                containers: containers.iter().map(|s| s.to_string()).collect(),
+                pods: pods.iter().map(|s| s.to_string()).collect(),
+            })
+            .describe()
+        };
+        assert_eq!(containers(&["web"], &[]), "container web");
+        assert_eq!(containers(&["web", "8dfa34"], &[]), "containers web,8dfa34");
+        assert_eq!(containers(&[], &["prod/shop"]), "pod prod/shop");
+        assert_eq!(
+            containers(&["db"], &["prod/shop", "cart"]),
+            "pods prod/shop,cart and container db"
+        );
     }
 
     fn ctr(name: &str, path: &str, cgroup_id: Option<u64>, pids: Vec<u32>) -> Container {

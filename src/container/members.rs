@@ -11,14 +11,20 @@
 //!
 //! A container has stopped once it has no process left (its cgroup is
 //! empty or removed). That is final: a container started again gets a new
-//! cgroup, which the recording's in-kernel filter does not know.
+//! id and cgroup. With `--pod`, such a container (and any other created in
+//! the pod) is a new member: the pods are followed
+//! ([`ContainerWatch::follow_pods`]) by reading `/proc/*/cgroup` at most
+//! once per [`PROC_SCAN_INTERVAL`], and a container that appears in one
+//! is reported ([`Changes::new_containers`]) so the recording adds its
+//! cgroup to the in-kernel filter.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{cgroup, Container};
+use super::pods::same_pod;
+use super::{cgroup, Container, ContainerCache, Pod};
 
 /// Shortest time between two scans of `/proc` for containers without a
 /// cgroup of their own.
@@ -33,6 +39,10 @@ const MAX_CGROUPS: usize = 4096;
 pub struct ContainerWatch {
     watched: Vec<Watched>,
     last_scan: Option<Instant>,
+    /// Pods whose new containers join the watch.
+    pods: Vec<Pod>,
+    /// Names the containers found in scans (when following pods).
+    cache: Option<ContainerCache>,
 }
 
 struct Watched {
@@ -51,6 +61,23 @@ pub struct Changes {
     pub joined: Vec<u32>,
     /// Names of the containers that stopped.
     pub stopped: Vec<String>,
+    /// Containers that appeared in a followed pod (their processes are in
+    /// `joined` too).
+    pub new_containers: Vec<Container>,
+}
+
+impl Watched {
+    fn of(container: &Container, unified: Option<&Path>) -> Watched {
+        Watched {
+            dir: container
+                .cgroup_id
+                .and(unified)
+                .map(|m| m.join(container.cgroup_path.trim_start_matches('/'))),
+            pids: container.pids.iter().copied().collect(),
+            container: container.clone(),
+            stopped: false,
+        }
+    }
 }
 
 impl ContainerWatch {
@@ -60,20 +87,49 @@ impl ContainerWatch {
         let mount = cgroup::unified_mount().ok();
         let watched = containers
             .iter()
-            .map(|c| Watched {
-                dir: c
-                    .cgroup_id
-                    .and(mount.as_deref())
-                    .map(|m| m.join(c.cgroup_path.trim_start_matches('/'))),
-                pids: c.pids.iter().copied().collect(),
-                container: c.clone(),
-                stopped: false,
-            })
+            .map(|c| Watched::of(c, mount.as_deref()))
             .collect();
         ContainerWatch {
             watched,
             last_scan: Some(Instant::now()),
+            pods: Vec::new(),
+            cache: None,
         }
+    }
+
+    /// Also watches the containers created in `pods` from now on.
+    pub fn follow_pods(mut self, pods: Vec<Pod>) -> ContainerWatch {
+        if !pods.is_empty() {
+            self.cache = Some(ContainerCache::new());
+        }
+        self.pods = pods;
+        self
+    }
+
+    /// The containers of a scan that are new in a followed pod, now
+    /// watched.
+    fn add_new_pod_members(&mut self, by_id: &super::ProcessesByContainer) -> Vec<Container> {
+        let Some(cache) = self.cache.as_mut() else {
+            return Vec::new();
+        };
+        let known: HashSet<String> = self
+            .watched
+            .iter()
+            .map(|w| w.container.id.clone())
+            .collect();
+        let pods = &self.pods;
+        let new: Vec<Container> = super::containers_in(by_id, cache, |id| !known.contains(id))
+            .into_iter()
+            .filter(|c| {
+                c.pod
+                    .as_ref()
+                    .is_some_and(|p| pods.iter().any(|q| same_pod(p, q)))
+            })
+            .collect();
+        let mount = cgroup::unified_mount().ok();
+        self.watched
+            .extend(new.iter().map(|c| Watched::of(c, mount.as_deref())));
+        new
     }
 
     /// Looks again: the processes that joined and the containers that
@@ -82,13 +138,21 @@ impl ContainerWatch {
         let scan_due = self
             .last_scan
             .is_none_or(|t| t.elapsed() >= PROC_SCAN_INTERVAL);
-        let needs_scan = self.watched.iter().any(|w| !w.stopped && w.dir.is_none());
+        let needs_scan =
+            !self.pods.is_empty() || self.watched.iter().any(|w| !w.stopped && w.dir.is_none());
         let scanned = (needs_scan && scan_due).then(|| {
             self.last_scan = Some(Instant::now());
             super::processes_by_container()
         });
         let mut changes = Changes::default();
-        for w in self.watched.iter_mut().filter(|w| !w.stopped) {
+        if let Some(by_id) = &scanned {
+            for c in self.add_new_pod_members(by_id) {
+                changes.joined.extend(&c.pids);
+                changes.new_containers.push(c);
+            }
+        }
+        let first_new = self.watched.len() - changes.new_containers.len();
+        for w in self.watched[..first_new].iter_mut().filter(|w| !w.stopped) {
             let now: BTreeSet<u32> = match (&w.dir, &scanned) {
                 (Some(dir), _) => cgroup_tree_pids(dir).unwrap_or_else(|e| {
                     if e.kind() != io::ErrorKind::NotFound {
@@ -213,6 +277,8 @@ mod tests {
                 stopped: false,
             }],
             last_scan: None,
+            pods: Vec::new(),
+            cache: None,
         };
         assert_eq!(watch.update(), Changes::default());
         // `podman exec`: a process joins, in a sub-cgroup here.
@@ -221,7 +287,7 @@ mod tests {
             watch.update(),
             Changes {
                 joined: vec![12],
-                stopped: vec![]
+                ..Changes::default()
             }
         );
         assert_eq!(watch.pids(), [10, 12]);
@@ -237,8 +303,8 @@ mod tests {
         assert_eq!(
             watch.update(),
             Changes {
-                joined: vec![],
-                stopped: vec!["web".into()]
+                stopped: vec!["web".into()],
+                ..Changes::default()
             }
         );
         assert!(watch.all_stopped());

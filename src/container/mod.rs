@@ -2,9 +2,10 @@
 //! container and its pod are called, and the cgroup that holds it.
 //!
 //! How it is used:
-//! - `--container X`: [`resolve`] turns the user's names, full ids or id
-//!   prefixes into [`Container`]s (or a [`ResolveError`] whose message lists
-//!   what is running). A container's [`Container::cgroup_id`] is the cgroup
+//! - `--container X`, `--pod P`: [`resolve_selection`] turns the user's
+//!   names, full ids or id prefixes ([`resolve`]) and pod names
+//!   ([`pods::resolve_pods_in`]) into [`Container`]s (or a [`ResolveError`]
+//!   whose message lists what is running). A container's [`Container::cgroup_id`] is the cgroup
 //!   v2 id to filter on in the kernel (`bpf_get_current_cgroup_id()`, or an
 //!   ancestor at [`cgroup::cgroup_level`] of [`Container::cgroup_path`] for
 //!   processes in sub-cgroups); `None` means the cgroup cannot identify the
@@ -36,6 +37,7 @@ pub mod docker;
 pub mod members;
 mod oci;
 pub mod podman;
+pub mod pods;
 pub mod storage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -386,9 +388,23 @@ pub fn list() -> Vec<Container> {
 
 /// [`list`], resolving names with `cache`.
 pub fn list_with(cache: &mut ContainerCache) -> Vec<Container> {
+    let by_id = processes_by_container();
+    let mut out = containers_in(&by_id, cache, |_| true);
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// The containers of a [`processes_by_container`] scan whose ids `wanted`
+/// accepts, named with `cache`, in id order.
+pub(crate) fn containers_in(
+    by_id: &ProcessesByContainer,
+    cache: &mut ContainerCache,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<Container> {
     let mount = cgroup::unified_mount().ok();
-    let mut out: Vec<Container> = processes_by_container()
-        .into_iter()
+    by_id
+        .iter()
+        .filter(|(id, _)| wanted(id))
         .filter_map(|(_, (parsed, pids))| {
             let found = parsed.container.clone()?;
             let meta = cache.resolve_id(&found);
@@ -403,19 +419,20 @@ pub fn list_with(cache: &mut ContainerCache) -> Vec<Container> {
                 runtime: meta.runtime,
                 pod: meta.pod.clone(),
                 cgroup_id,
-                pids,
+                pids: pids.clone(),
             })
         })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    out
+        .collect()
 }
 
+/// Processes by container id, with the cgroups of the first process seen
+/// in each container; pids ascending.
+pub(crate) type ProcessesByContainer = BTreeMap<String, (cgroup::ProcCgroup, Vec<u32>)>;
+
 /// Every process in a container now, by container id (from each
-/// `/proc/PID/cgroup`), with the cgroups of the first process seen in it;
-/// pids ascending.
-pub(crate) fn processes_by_container() -> BTreeMap<String, (cgroup::ProcCgroup, Vec<u32>)> {
-    let mut by_id: BTreeMap<String, (cgroup::ProcCgroup, Vec<u32>)> = BTreeMap::new();
+/// `/proc/PID/cgroup`).
+pub(crate) fn processes_by_container() -> ProcessesByContainer {
+    let mut by_id = ProcessesByContainer::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return by_id;
     };
@@ -463,6 +480,19 @@ pub enum ResolveError {
     },
     /// Not a name, and too short to be an id prefix.
     Invalid { spec: String, reason: &'static str },
+    /// `--pod`: no running pod has that name, `namespace/name` or id prefix.
+    PodNotFound {
+        spec: String,
+        running: Vec<Container>,
+    },
+    /// `--pod`: a name pods in several namespaces have, or an id prefix
+    /// of several pods; the containers of the pods it matches.
+    AmbiguousPod {
+        spec: String,
+        matches: Vec<Container>,
+    },
+    /// `--pod`: not a pod name or `namespace/name`.
+    InvalidPod { spec: String, reason: &'static str },
 }
 
 /// Shortest id prefix accepted.
@@ -503,6 +533,27 @@ impl fmt::Display for ResolveError {
             ResolveError::Invalid { spec, reason } => {
                 write!(f, "container `{spec}`: {reason}")
             }
+            ResolveError::PodNotFound { spec, running } => pods::write_not_found(f, spec, running),
+            ResolveError::AmbiguousPod { spec, matches } => {
+                let pods = pods::running_pods(matches).len();
+                if matches
+                    .iter()
+                    .any(|c| c.pod.as_ref().is_some_and(|p| p.name == *spec))
+                {
+                    writeln!(
+                        f,
+                        "pod name `{spec}` is used in {pods} namespaces; give namespace/name:"
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "pod id prefix `{spec}` matches {pods} pods; give more of the id, or \
+                         the name:"
+                    )?;
+                }
+                pods::write_pod_table(f, matches)
+            }
+            ResolveError::InvalidPod { spec, reason } => write!(f, "pod `{spec}`: {reason}"),
         }
     }
 }
@@ -537,6 +588,67 @@ fn write_table(f: &mut fmt::Formatter<'_>, containers: &[Container]) -> fmt::Res
 /// split) against the running containers. Duplicates are removed.
 pub fn resolve(specs: &[String]) -> Result<Vec<Container>, ResolveError> {
     resolve_in(specs, &list())
+}
+
+/// What `--container` and `--pod` name: the containers to record are
+/// those named and every container of the pods named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub containers: Vec<String>,
+    pub pods: Vec<String>,
+}
+
+impl Selection {
+    /// `container web`, `pods prod/shop,cart`, `pod shop and container db`.
+    pub fn describe(&self) -> String {
+        let part = |what: &str, specs: &[String]| match specs {
+            [] => None,
+            [one] => Some(format!("{what} {one}")),
+            many => Some(format!("{what}s {}", many.join(","))),
+        };
+        [part("pod", &self.pods), part("container", &self.containers)]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+}
+
+/// What a [`Selection`] resolved to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selected {
+    /// The named containers, then those of the named pods, each once.
+    pub containers: Vec<Container>,
+    /// The pods named, whose new containers join a recording
+    /// ([`members::ContainerWatch::follow_pods`]).
+    pub pods: Vec<Pod>,
+}
+
+/// Resolves a [`Selection`] against the containers running now (listed
+/// once).
+pub fn resolve_selection(selection: &Selection) -> Result<Selected, ResolveError> {
+    resolve_selection_in(selection, &list())
+}
+
+/// [`resolve_selection`] against a given list of running containers.
+pub fn resolve_selection_in(
+    selection: &Selection,
+    running: &[Container],
+) -> Result<Selected, ResolveError> {
+    let mut out = Selected::default();
+    if !selection.containers.is_empty() {
+        out.containers = resolve_in(&selection.containers, running)?;
+    }
+    if !selection.pods.is_empty() {
+        let (containers, pods) = pods::resolve_pods_in(&selection.pods, running)?;
+        for c in containers {
+            if !out.containers.iter().any(|o| o.id == c.id) {
+                out.containers.push(c);
+            }
+        }
+        out.pods = pods;
+    }
+    Ok(out)
 }
 
 /// [`resolve`] against a given list of running containers.

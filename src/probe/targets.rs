@@ -125,6 +125,13 @@ impl<'a> TargetMaps<'a> {
         add(self.targets, &pid.to_ne_bytes(), "target map")
     }
 
+    /// Records the tasks in cgroup `id` too (a container that joined a
+    /// recorded pod), when the filter is by cgroup and `id`'s depth is one
+    /// of the filter's levels.
+    pub fn add_cgroup(&self, id: u64) -> Result<(), ProbeError> {
+        add(self.cgroups, &id.to_ne_bytes(), "target cgroup map")
+    }
+
     /// Records thread `tid` too (with --tid/--thread).
     pub fn add_thread(&self, tid: u32) -> Result<(), ProbeError> {
         add(self.threads, &tid.to_ne_bytes(), "thread map")
@@ -156,7 +163,7 @@ pub(crate) fn start(
     }
     if let Filter::Cgroups(cgroups) = filter {
         for c in cgroups {
-            add(maps.cgroups, &c.id.to_ne_bytes(), "target cgroup map")?;
+            maps.add_cgroup(c.id)?;
         }
     }
     for &tid in threads.iter().flatten() {

@@ -36,7 +36,7 @@ use crate::report::{self, ReportOptions};
 use crate::signals;
 use crate::stacks::StackCollector;
 use crate::symbolize::Symbolizer;
-use crate::target::{Filter, LaunchedCommand, TargetSpec, ThreadFilter};
+use crate::target::{CgroupTarget, Filter, LaunchedCommand, TargetSpec, ThreadFilter};
 use threads::ThreadWatch;
 
 mod cpu;
@@ -154,6 +154,8 @@ pub(crate) struct Recording {
     pub command: Option<(u32, Option<i32>)>,
     /// Recorded containers that stopped, and how far into the recording.
     pub containers_stopped: Vec<(String, Duration)>,
+    /// Containers that started in a recorded pod, and when.
+    pub containers_joined: Vec<(Container, Duration)>,
 }
 
 impl Recording {
@@ -171,6 +173,14 @@ impl Recording {
             return;
         }
         let secs = self.recorded.as_secs_f64();
+        for (c, after) in &self.containers_joined {
+            let pod = c.pod.as_ref().map(|p| p.display_name()).unwrap_or_default();
+            eprintln!(
+                "flameprobe: container {} started in pod {pod} {:.1}s into the recording",
+                c.name,
+                after.as_secs_f64()
+            );
+        }
         for (name, after) in &self.containers_stopped {
             eprintln!(
                 "flameprobe: container {name} stopped {:.1}s into the recording",
@@ -307,14 +317,14 @@ fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Option<Output>)> {
         )?),
         _ => None,
     };
-    let containers = match &config.target {
-        TargetSpec::Containers(specs) => Some(container::resolve(specs)?),
+    let selected = match &config.target {
+        TargetSpec::Containers(selection) => Some(container::resolve_selection(selection)?),
         _ => None,
     };
     let filter = match (&config.target, &command) {
         (TargetSpec::System, _) => Filter::All,
         (TargetSpec::Containers(_), _) => {
-            container_filter(containers.as_deref().unwrap_or_default())
+            container_filter(selected.as_ref().map_or(&[], |s| &s.containers))
         }
         (TargetSpec::Pids(_), _) => Filter::Pids {
             pids,
@@ -347,7 +357,7 @@ fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Option<Output>)> {
         })
         .ok();
     let service = match &config.push {
-        Some(_) => push_service(containers.as_deref().unwrap_or_default(), &target),
+        Some(_) => push_service(selected.as_ref().map_or(&[], |s| &s.containers), &target),
         None => Service::PerSeries(String::new()),
     };
     let session = Session {
@@ -359,7 +369,7 @@ fn prepare(config: &RecordConfig) -> Result<(Session<'_>, Option<Output>)> {
         thread_watch,
         maps_watch,
         command,
-        containers: containers.as_deref().map(ContainerWatch::new),
+        containers: selected.map(|s| ContainerWatch::new(&s.containers).follow_pods(s.pods)),
     };
     Ok((session, out))
 }
@@ -420,11 +430,18 @@ fn record_until_stopped(
     }
     let progress = progress_bar(config, &session.describe());
     let mut containers_stopped = Vec::new();
+    let mut containers_joined = Vec::new();
     let reason = loop {
         if let Some(watch) = session.containers.as_mut() {
             let changes = watch.update();
             let after = started.elapsed();
             containers_stopped.extend(changes.stopped.into_iter().map(|name| (name, after)));
+            for c in &changes.new_containers {
+                if let Some(why) = add_container(session, recorder, c) {
+                    log::warn!("{why}");
+                }
+                containers_joined.push((c.clone(), after));
+            }
             if !changes.joined.is_empty() {
                 log::info!("processes joined the containers: {:?}", changes.joined);
                 // A filter by pid learns of them here; a cgroup filter
@@ -489,7 +506,45 @@ fn record_until_stopped(
         stopped_at: Instant::now(),
         command: session.command.as_mut().map(|c| (c.pid(), c.try_wait())),
         containers_stopped,
+        containers_joined,
     }
+}
+
+/// Adds a container that appeared in a recorded pod to the in-kernel
+/// cgroup filter (a filter by pid gets its processes as they join);
+/// `Some(why)` when it cannot be recorded.
+fn add_container(
+    session: &mut Session<'_>,
+    recorder: &dyn Recorder,
+    c: &Container,
+) -> Option<String> {
+    let Filter::Cgroups(cgroups) = &mut session.filter else {
+        return None;
+    };
+    let level = crate::container::cgroup::cgroup_level(&c.cgroup_path);
+    let why = match c.cgroup_id {
+        None => "it has no cgroup of its own in the unified (v2) hierarchy".to_string(),
+        Some(_) if !Filter::levels(cgroups).contains(&level) => {
+            format!("its cgroup is at depth {level}, where the recording's filter has no container")
+        }
+        Some(id) => {
+            let failed: Vec<String> = recorder
+                .target_maps()
+                .iter()
+                .filter_map(|maps| maps.add_cgroup(id).err().map(|e| e.to_string()))
+                .collect();
+            if failed.is_empty() {
+                cgroups.push(CgroupTarget { id, level });
+                return None;
+            }
+            failed.join("; ")
+        }
+    };
+    Some(format!(
+        "container {} ({}) started in a recorded pod but is not recorded: {why}",
+        c.name,
+        c.short_id()
+    ))
 }
 
 /// A recording's profile, symbolized, and what its summary says.
