@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm util-linux
-          linux-perf golang-go podman runc catatonit busybox-static
+          linux-perf golang-go podman runc catatonit busybox-static docker.io containerd
           openjdk-17-jdk-headless nodejs libjemalloc2)
 missing=()
 for p in "${packages[@]}"; do

@@ -17,7 +17,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 use crate::util::repo_root;
@@ -38,7 +38,7 @@ pub struct Podman {
 }
 
 static PODMAN: OnceLock<Option<Podman>> = OnceLock::new();
-static IMAGES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+static IMAGES: Mutex<()> = Mutex::new(());
 
 impl Podman {
     /// podman, configured for tests; `None` when podman is not installed
@@ -46,15 +46,7 @@ impl Podman {
     pub fn get() -> Option<&'static Podman> {
         PODMAN
             .get_or_init(|| {
-                let found = Command::new("podman")
-                    .arg("--version")
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                if !found {
-                    if std::env::var("FLAMEPROBE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
-                        panic!("podman is not installed (scripts/install-deps.sh installs it)");
-                    }
-                    eprintln!("skipped: podman is not installed");
+                if !check_installed(&["podman"], "podman") {
                     return None;
                 }
                 let dir = repo_root().join("target/test-containers");
@@ -80,56 +72,20 @@ impl Podman {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// An image of busybox-static (with `sh`, `sleep` and friends) plus
-    /// `binaries` in `/bin`; imported once per content, so parallel tests
-    /// and test runs share it. Returns its reference.
+    /// An image of [`rootfs`]`(binaries)`, imported once per content, so
+    /// parallel tests and test runs share it. Returns its reference.
     pub fn image(&self, binaries: &[&Path]) -> String {
-        let mut images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-            .expect("busybox-static is not installed (scripts/install-deps.sh installs it)");
-        let mut key = String::new();
-        for b in std::iter::once(&busybox).chain(binaries) {
-            let m = std::fs::metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
-            use std::os::unix::fs::MetadataExt;
-            key.push_str(&format!("{}:{}:{};", b.display(), m.len(), m.mtime()));
-        }
-        if let Some((_, image)) = images.iter().find(|(k, _)| *k == key) {
-            return image.clone();
-        }
-        let tag = format!("localhost/flameprobe-test:{:016x}", fnv(&key));
+        let _images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        let fs = rootfs(binaries);
+        let tag = format!("localhost/flameprobe-test:{}", fs.hash);
         let present = self
             .command()
             .args(["image", "exists", &tag])
             .status()
             .is_ok_and(|s| s.success());
         if !present {
-            let root = tempfile::tempdir().unwrap();
-            let bin = root.path().join("bin");
-            std::fs::create_dir_all(&bin).unwrap();
-            std::fs::create_dir_all(root.path().join("tmp")).unwrap();
-            std::fs::copy(busybox, bin.join("busybox")).unwrap();
-            for applet in ["sh", "sleep", "cat", "true", "ls"] {
-                std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-            }
-            for b in binaries {
-                std::fs::copy(b, bin.join(b.file_name().unwrap())).unwrap();
-            }
-            let tar = root.path().join("rootfs.tar");
-            let status = Command::new("tar")
-                .arg("-C")
-                .arg(root.path())
-                .arg("-cf")
-                .arg(&tar)
-                .args(["bin", "tmp"])
-                .status()
-                .expect("running tar");
-            assert!(status.success(), "tar failed");
-            self.ok(&["import", "--quiet", tar.to_str().unwrap(), &tag]);
+            self.ok(&["import", "--quiet", fs.tar.to_str().unwrap(), &tag]);
         }
-        images.push((key, tag.clone()));
         tag
     }
 
@@ -267,7 +223,8 @@ pub fn cgroup_procs(unified_mount: &Path, cgroup_path: &str) -> Vec<u32> {
         .collect()
 }
 
-fn unique(name: &str) -> String {
+/// `name`, unique to this test process.
+pub fn unique(name: &str) -> String {
     format!("fpt{}-{name}", std::process::id())
 }
 
@@ -286,6 +243,102 @@ fn write_atomically(path: &Path, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
     drop(f);
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Whether `command` with `args` runs and succeeds (output discarded).
+pub fn succeeds(command: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> bool {
+    Command::new(command)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `programs` are installed; a test without them skips, or fails
+/// when FLAMEPROBE_REQUIRE_ROOT_TESTS=1 (CI installs `package`).
+pub fn check_installed(programs: &[&str], package: &str) -> bool {
+    let installed = |program: &str| {
+        ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(program).exists())
+    };
+    if programs.iter().all(|p| installed(p)) {
+        return true;
+    }
+    let msg = format!("{package} is not installed (scripts/install-deps.sh installs it)");
+    if std::env::var("FLAMEPROBE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("{msg}");
+    }
+    eprintln!("skipped: {msg}");
+    false
+}
+
+/// A container root file system: busybox-static (with `sh`, `sleep` and
+/// friends) plus `binaries` in `/bin`, as a directory (for `ctr run
+/// --rootfs`) and a tarball of it (for `podman import`, `docker import`).
+pub struct Rootfs {
+    pub dir: PathBuf,
+    pub tar: PathBuf,
+    /// Names this content (image tags).
+    pub hash: String,
+}
+
+static ROOTFS_LOCK: Mutex<()> = Mutex::new(());
+
+/// The [`Rootfs`] of `binaries`, built once per content under
+/// target/test-containers/rootfs (kept across test runs).
+pub fn rootfs(binaries: &[&Path]) -> Rootfs {
+    let _guard = ROOTFS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("busybox-static is not installed (scripts/install-deps.sh installs it)");
+    let mut key = String::new();
+    for b in std::iter::once(&busybox).chain(binaries) {
+        let m = std::fs::metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+        use std::os::unix::fs::MetadataExt;
+        key.push_str(&format!("{}:{}:{};", b.display(), m.len(), m.mtime()));
+    }
+    let hash = format!("{:016x}", fnv(&key));
+    let top = repo_root().join("target/test-containers/rootfs");
+    let rootfs = Rootfs {
+        dir: top.join(&hash),
+        tar: top.join(format!("{hash}.tar")),
+        hash,
+    };
+    if rootfs.tar.exists() {
+        return rootfs;
+    }
+    std::fs::create_dir_all(&top).unwrap();
+    let tmp = tempfile::tempdir_in(&top).unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(tmp.path().join("tmp")).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "true", "ls"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    for b in binaries {
+        std::fs::copy(b, bin.join(b.file_name().unwrap())).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&rootfs.dir);
+    let tmp = tmp.keep();
+    std::fs::rename(&tmp, &rootfs.dir).unwrap();
+    // The tarball last: its presence says the directory is complete.
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs.dir)
+        .arg("-cf")
+        .arg(rootfs.tar.with_extension("tmp"))
+        .args(["bin", "tmp"])
+        .status()
+        .expect("running tar");
+    assert!(status.success(), "tar failed");
+    std::fs::rename(rootfs.tar.with_extension("tmp"), &rootfs.tar).unwrap();
+    rootfs
 }
 
 fn fnv(s: &str) -> u64 {

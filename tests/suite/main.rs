@@ -22,6 +22,8 @@ mod record_cli;
 mod record_containers;
 mod record_cpu;
 mod record_dwarf;
+mod record_runtimes;
 mod report;
+mod runtimes_util;
 mod target_root;
 mod unwind;

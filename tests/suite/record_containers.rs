@@ -25,12 +25,12 @@ use crate::util::*;
 const STATIC_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-static"];
 
 /// tests/targets/ratio.c, static, so it runs in the busybox image.
-fn ratio_static() -> PathBuf {
+pub(crate) fn ratio_static() -> PathBuf {
     ratio_target("ratio-static", STATIC_FLAGS)
 }
 
 /// The stacks whose frames include `frame` (e.g. `[123]ratio-static`).
-fn stacks_with(folded: &BTreeMap<String, u64>, frame: &str) -> BTreeMap<String, u64> {
+pub(crate) fn stacks_with(folded: &BTreeMap<String, u64>, frame: &str) -> BTreeMap<String, u64> {
     folded
         .iter()
         .filter(|(s, _)| s.split(';').any(|f| f == frame))
@@ -38,7 +38,7 @@ fn stacks_with(folded: &BTreeMap<String, u64>, frame: &str) -> BTreeMap<String, 
         .collect()
 }
 
-fn assert_all_start_with(folded: &BTreeMap<String, u64>, prefix: &str) {
+pub(crate) fn assert_all_start_with(folded: &BTreeMap<String, u64>, prefix: &str) {
     assert!(!folded.is_empty(), "no stacks");
     let other: Vec<&String> = folded.keys().filter(|s| !s.starts_with(prefix)).collect();
     assert!(other.is_empty(), "stacks without {prefix}: {other:#?}");
