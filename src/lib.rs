@@ -45,4 +45,5 @@ pub mod signals;
 pub mod stacks;
 pub mod symbolize;
 pub mod target;
+pub mod timeline;
 pub mod unwind;

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+pub use crate::timeline::Timeline;
+
 /// Index into [`Profile::locations`].
 pub type LocationId = usize;
 /// Index into [`Profile::modules`].
@@ -281,6 +283,10 @@ pub struct Profile {
     pub modules: Vec<Module>,
     pub locations: Vec<Location>,
     pub stacks: Vec<Stack>,
+    /// The samples in the order they were taken, for the probes that
+    /// stream them (empty otherwise): read by the time-ordered views
+    /// (speedscope, flame charts), ignored by the aggregating ones.
+    pub timeline: Timeline,
     location_index: HashMap<Location, LocationId>,
     module_index: HashMap<Module, ModuleId>,
     stack_index: HashMap<(Labels, Vec<LocationId>), usize>,
@@ -297,6 +303,7 @@ impl Profile {
             modules: Vec::new(),
             locations: Vec::new(),
             stacks: Vec::new(),
+            timeline: Timeline::default(),
             location_index: HashMap::new(),
             module_index: HashMap::new(),
             stack_index: HashMap::new(),
@@ -335,8 +342,9 @@ impl Profile {
     }
 
     /// Adds `values` (one per sample type) to the stack with these labels
-    /// and locations. Sums saturate (and set [`Profile::saturated`]).
-    pub fn add(&mut self, labels: Labels, locations: Vec<LocationId>, values: &[u64]) {
+    /// and locations, and returns its index in [`Profile::stacks`]. Sums
+    /// saturate (and set [`Profile::saturated`]).
+    pub fn add(&mut self, labels: Labels, locations: Vec<LocationId>, values: &[u64]) -> usize {
         debug_assert_eq!(values.len(), self.sample_types.len());
         let key = (labels, locations);
         if let Some(&i) = self.stack_index.get(&key) {
@@ -345,10 +353,11 @@ impl Profile {
                 *sum = if overflow { u64::MAX } else { new };
                 self.saturated |= overflow;
             }
-            return;
+            return i;
         }
         let (labels, locations) = key.clone();
-        self.stack_index.insert(key, self.stacks.len());
+        let index = self.stacks.len();
+        self.stack_index.insert(key, index);
         let mut v = values.to_vec();
         v.resize(self.sample_types.len(), 0);
         self.stacks.push(Stack {
@@ -356,17 +365,20 @@ impl Profile {
             locations,
             values: v,
         });
+        index
     }
 
     /// Adds the stacks of `other` that `keep` selects, with their
-    /// locations and modules interned here: a part of a profile (one
-    /// container's stacks), or profiles of consecutive windows merged. The
-    /// values are taken position by position (the same sample types).
+    /// locations and modules interned here, and their timed samples: a
+    /// part of a profile (one container's stacks), or profiles of
+    /// consecutive windows merged. The values are taken position by
+    /// position (the same sample types).
     pub fn extend_from(&mut self, other: &Profile, keep: impl Fn(&Stack) -> bool) {
         let mut modules: Vec<Option<ModuleId>> = vec![None; other.modules.len()];
         let mut locations: Vec<Option<LocationId>> = vec![None; other.locations.len()];
+        let mut stacks: Vec<Option<usize>> = vec![None; other.stacks.len()];
         let width = self.sample_types.len();
-        for stack in other.stacks.iter().filter(|s| keep(s)) {
+        for (i, stack) in other.stacks.iter().enumerate().filter(|(_, s)| keep(s)) {
             let mut ids = Vec::with_capacity(stack.locations.len());
             for &l in &stack.locations {
                 if let Some(id) = locations[l] {
@@ -386,8 +398,10 @@ impl Profile {
             let values: Vec<u64> = (0..width)
                 .map(|i| stack.values.get(i).copied().unwrap_or(0))
                 .collect();
-            self.add(stack.labels.clone(), ids, &values);
+            stacks[i] = Some(self.add(stack.labels.clone(), ids, &values));
         }
+        self.timeline
+            .extend_mapped(&other.timeline, |s| stacks.get(s).copied().flatten());
         self.saturated |= other.saturated;
     }
 
@@ -655,6 +669,13 @@ mod tests {
         assert_eq!(all.stacks.len(), 2);
         assert_eq!((all.total(0), all.total(1)), (6, 60));
         assert_eq!(all.locations[all.stacks[0].locations[0]].module, Some(0));
+        // Timed samples come along, pointing at the stacks here.
+        a.timeline.push(5, 1, &[1, 10]);
+        a.timeline.push(6, 0, &[1, 10]);
+        let mut part = Profile::new(cpu_types(), Meta::default());
+        part.extend_from(&a, |s| s.labels.pid == Some(2));
+        let timed: Vec<(u64, usize)> = part.timeline.iter().map(|(t, s, _)| (t, s)).collect();
+        assert_eq!(timed, [(5, 0)]);
     }
 
     #[test]

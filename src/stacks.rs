@@ -12,6 +12,7 @@ use crate::jit::tracker::JitTracker;
 use crate::process::{FileKey, ModuleFile, ProcessTable};
 use crate::profile::{FrameKind, Labels, Line, Location, Meta, Module, Profile, ValueType};
 use crate::symbolize::Symbolizer;
+use crate::timeline::Timeline;
 
 /// One user frame, normalized.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,12 +54,22 @@ struct ModuleSeen {
     file_offset: u64,
 }
 
+/// A stack's totals, and its index for the timeline (in the order the
+/// stacks were first seen).
+#[derive(Clone, Debug, Default)]
+struct Held {
+    id: usize,
+    /// One per sample type of the recording.
+    values: Vec<u64>,
+}
+
 /// Aggregates raw stacks during a recording.
 #[derive(Default)]
 pub struct StackCollector {
     pub table: ProcessTable,
-    /// Values per stack, one per sample type of the recording.
-    stacks: HashMap<RawStack, Vec<u64>>,
+    stacks: HashMap<RawStack, Held>,
+    /// Streamed samples in arrival order (stack ids of `stacks`).
+    timeline: Timeline,
     modules: BTreeMap<FileKey, ModuleSeen>,
     /// Processes seen running JIT code (frames in anonymous executable
     /// memory), for their perf maps.
@@ -147,18 +158,32 @@ impl StackCollector {
 
     /// Adds one value per sample type to a stack (saturating). A new stack
     /// beyond [`MAX_STACKS`] is left out and counted in `dropped`.
-    pub fn add(&mut self, stack: RawStack, values: &[u64]) {
+    pub fn add(&mut self, stack: RawStack, values: &[u64]) -> Option<usize> {
         let limit = self.limit.unwrap_or(MAX_STACKS);
-        if self.stacks.len() >= limit && !self.stacks.contains_key(&stack) {
+        let next = self.stacks.len();
+        if next >= limit && !self.stacks.contains_key(&stack) {
             self.dropped += 1;
-            return;
+            return None;
         }
-        let e = self.stacks.entry(stack).or_default();
-        if e.len() < values.len() {
-            e.resize(values.len(), 0);
+        let e = self.stacks.entry(stack).or_insert_with(|| Held {
+            id: next,
+            values: Vec::new(),
+        });
+        if e.values.len() < values.len() {
+            e.values.resize(values.len(), 0);
         }
-        for (sum, v) in e.iter_mut().zip(values) {
+        for (sum, v) in e.values.iter_mut().zip(values) {
             *sum = sum.saturating_add(*v);
+        }
+        Some(e.id)
+    }
+
+    /// [`add`](Self::add) for a sample taken at `time_ns`
+    /// (CLOCK_MONOTONIC): also noted in the timeline, for the time-ordered
+    /// views.
+    pub fn add_sample(&mut self, stack: RawStack, values: &[u64], time_ns: u64) {
+        if let Some(id) = self.add(stack, values) {
+            self.timeline.push(time_ns, id, values);
         }
     }
 
@@ -184,6 +209,7 @@ impl StackCollector {
     pub fn take_window(&mut self) -> WindowStacks {
         WindowStacks {
             stacks: std::mem::take(&mut self.stacks),
+            timeline: self.timeline.take(),
             // A binary is noted at its first frame: later windows need it
             // too, so every window gets them all (shared handles).
             modules: self.modules.clone(),
@@ -208,7 +234,8 @@ impl StackCollector {
 /// made into a profile anywhere (continuous mode does it away from the
 /// recording thread).
 pub struct WindowStacks {
-    stacks: HashMap<RawStack, Vec<u64>>,
+    stacks: HashMap<RawStack, Held>,
+    timeline: Timeline,
     modules: BTreeMap<FileKey, ModuleSeen>,
     /// Events left out because the most distinct stacks were held.
     pub dropped: u64,
@@ -268,9 +295,12 @@ impl WindowStacks {
             module_ids.insert(*key, id);
         }
         // Deterministic order: sort raw stacks before interning.
-        let mut stacks: Vec<(RawStack, Vec<u64>)> = self.stacks.into_iter().collect();
+        let mut stacks: Vec<(RawStack, Held)> = self.stacks.into_iter().collect();
         stacks.sort_by(|a, b| (&a.0.labels, &a.0.kernel).cmp(&(&b.0.labels, &b.0.kernel)));
-        for (stack, values) in stacks {
+        // Collector stack id -> profile stack (several raw stacks may read
+        // the same once symbolized).
+        let mut stack_of = vec![None; stacks.len()];
+        for (stack, held) in stacks {
             let mut locs = Vec::with_capacity(stack.kernel.len() + stack.user.len() + 1);
             if stack.truncated {
                 locs.push(profile.intern_named(FrameKind::Special, "[truncated]"));
@@ -291,8 +321,14 @@ impl WindowStacks {
                     lines,
                 }));
             }
-            profile.add(stack.labels, locs, &values);
+            let index = profile.add(stack.labels, locs, &held.values);
+            if let Some(slot) = stack_of.get_mut(held.id) {
+                *slot = Some(index);
+            }
         }
+        profile
+            .timeline
+            .extend_mapped(&self.timeline, |id| stack_of.get(id).copied().flatten());
         profile
     }
 }
@@ -382,6 +418,45 @@ mod tests {
         c.add(raw(3), &[5]); // a third distinct stack: left out
         c.add(raw(1), &[1]); // a known one still adds up
         assert_eq!((c.len(), c.dropped), (2, 1));
+    }
+
+    #[test]
+    fn timed_samples_follow_their_stacks_into_the_profile() {
+        let mut c = StackCollector::new();
+        let raw = |tid: u32| RawStack {
+            labels: Labels {
+                pid: Some(1),
+                tid: Some(tid),
+                ..Labels::default()
+            },
+            kernel: vec![],
+            user: vec![UserFrame::Unmapped {
+                addr: 0x1000 + u64::from(tid),
+            }],
+            truncated: false,
+        };
+        c.add_sample(raw(2), &[1, 10], 500);
+        c.add_sample(raw(1), &[1, 10], 600);
+        c.add_sample(raw(2), &[1, 10], 700);
+        c.add(raw(3), &[4, 40]); // aggregated, not timed
+        let window = c.take_window();
+        assert!(c.is_empty());
+        c.add_sample(raw(1), &[1, 10], 900);
+        let types = vec![
+            ValueType::new("samples", crate::profile::units::COUNT),
+            ValueType::new("cpu", crate::profile::units::NANOSECONDS),
+        ];
+        let p = window.into_profile(types.clone(), Meta::default(), &mut Symbolizer::new());
+        let tids: Vec<(u64, Option<u32>)> = p
+            .timeline
+            .iter()
+            .map(|(t, s, _)| (t, p.stacks[s].labels.tid))
+            .collect();
+        assert_eq!(tids, [(500, Some(2)), (600, Some(1)), (700, Some(2))]);
+        // The next window starts its own timeline.
+        let next = c.into_profile(types, Meta::default(), &mut Symbolizer::new());
+        assert_eq!(next.timeline.len(), 1);
+        assert_eq!(next.stacks[0].labels.tid, Some(1));
     }
 
     #[test]

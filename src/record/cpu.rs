@@ -60,7 +60,7 @@ impl Collector {
             stacks
                 .table
                 .labels(pid, Some(s.tid()), s.process_name(), Some(s.thread_name()));
-        stacks.add(
+        stacks.add_sample(
             RawStack {
                 labels,
                 kernel: s.kernel_stack().to_vec(),
@@ -68,6 +68,7 @@ impl Collector {
                 truncated: unwound.truncated,
             },
             &(self.values)(self.period_ns),
+            s.timestamp_ns(),
         );
     }
 }
