@@ -99,7 +99,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__convert)
-            opts="-o -f -v -h --output --format --no-threads --group-by --title --reverse --colors --min-width --verbose --help"
+            opts="-o -f -v -h --output --format --no-threads --group-by --title --icicle --inverted --flamechart --colors --min-width --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -114,11 +114,11 @@ _flameprobe() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "svg folded pprof speedscope" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "svg folded pprof speedscope" -- "${cur}"))
                     return 0
                     ;;
                 --group-by)
@@ -341,7 +341,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__record)
-            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --pod --all --duration --frequency --output --format --report --include-idle --no-threads --group-by --unwind --stack-size --title --reverse --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --push --every --push-spool --push-api --service --label --push-split --push-header --push-timeout --verbose --help"
+            opts="-p -a -d -F -o -f -q -v -h --pid --tid --thread --container --pod --all --duration --frequency --output --format --report --include-idle --no-threads --group-by --unwind --stack-size --title --icicle --inverted --flamechart --colors --min-width --probe --min-block --state --min-age --sample-bytes --quiet --bpf-stats --no-jit-attach --push --every --push-spool --push-api --service --label --push-split --push-header --push-timeout --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -402,11 +402,11 @@ _flameprobe() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "svg folded pprof speedscope" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "svg folded pprof" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "svg folded pprof speedscope" -- "${cur}"))
                     return 0
                     ;;
                 --group-by)

@@ -29,7 +29,7 @@ complete -c flameprobe -n "__fish_flameprobe_needs_command" -s h -l help -d 'Pri
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -s V -l version -d 'Print version'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
-complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "convert" -d 'Convert a profile between folded, pprof, SVG and speedscope (also reads perf script)'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "push" -d 'Push profile files (pprof or folded) to Grafana Pyroscope'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" -d 'Print shell completions to stdout'
@@ -43,9 +43,10 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l pod -d 
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s d -l duration -d 'How long to record: e.g. 500ms, 30s, 2m [default: 10s; with a command: until it exits]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s o -l output -d 'Output file; `-` writes folded stacks to stdout [default: flame.svg; with --every: none, the pushes are the output]' -r -F
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension: .svg, .folded/.txt, .pb.gz/.pprof/.pb)' -r -f -a "svg\t'Interactive flame graph (SVG)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s f -l format -d 'Output format (default: from the file extension: .svg, .folded/.txt, .pb.gz/.pprof/.pb, .speedscope.json)' -r -f -a "svg\t'Interactive flame graph (SVG)'
 folded\t'Folded stacks: `frame;frame;... count` per line'
-pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'"
+pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'
+speedscope\t'speedscope JSON: one profile per thread, samples in time order (https://www.speedscope.app, `npx speedscope FILE`)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l group-by -d 'Group stacks under their process by pid (`[1234]nginx`) or by name (`nginx`) [default: comm for the whole machine, else pid]' -r -f -a "pid\t'`[1234]nginx`: every process apart'
 comm\t'`nginx`: processes of the same name together (a whole machine with many short-lived processes)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l unwind -d 'How user stacks are unwound: auto (DWARF where binaries have CFI, frame pointers elsewhere), dwarf, or fp (frame pointers only: smallest records, loses callers in code built without them)' -r -f -a "auto\t'DWARF where the binary has CFI, frame pointers otherwise, per sample'
@@ -81,7 +82,9 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s a -l al
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l report -d 'Also print the top-functions report (to stderr when the profile goes to stdout)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l include-idle -d 'Include the idle task (CPU time spent idle) in whole-system profiles'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l no-threads -d 'Do not add a frame with the thread name under each process'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l reverse -d 'Draw an icicle graph (root at the top) in the SVG'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l icicle -d 'Draw the SVG as an icicle: the flame graph upside down, root at the top (`--reverse` is its old name)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l inverted -d 'Draw the SVG inverted: stacks merged by their leaf function, every function on the top row with its callers below it (inferno\'s --reverse --inverted)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l flamechart -d 'Draw the SVG as a flame chart: each thread\'s samples in time order, not merged (cpu and wall recordings have sample times; other profiles are merged by stack, heaviest first)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s q -l quiet -d 'No progress line and no summary on stderr'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l bpf-stats -d 'Report the BPF program\'s average run time per sample (its overhead on the profiled CPUs) in the summary'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -l no-jit-attach -d 'Do not ask Java VMs (HotSpot, JDK 17+) for their perf map at the end of the recording (it costs each JVM a safepoint); a map they already wrote is still read'
@@ -98,14 +101,17 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -s h -l he
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s o -l output -d 'Output file; `-` writes folded stacks to stdout' -r -F
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'Interactive flame graph (SVG)'
 folded\t'Folded stacks: `frame;frame;... count` per line'
-pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'"
+pprof\t'gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana)'
+speedscope\t'speedscope JSON: one profile per thread, samples in time order (https://www.speedscope.app, `npx speedscope FILE`)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l group-by -d 'Group stacks under their process by pid (`[1234]nginx`) or by name (`nginx`)' -r -f -a "pid\t'`[1234]nginx`: every process apart'
 comm\t'`nginx`: processes of the same name together (a whole machine with many short-lived processes)'"
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l title -d 'Title of the SVG' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l colors -d 'SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple, orange, wakeup, java, js, perl, python, rust' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l min-width -d 'Leave out SVG frames narrower than this many pixels (default 0.1)' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l no-threads -d 'Do not add a frame with the thread name under each process'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l reverse -d 'Draw an icicle graph (root at the top) in the SVG'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l icicle -d 'Draw the SVG as an icicle: the flame graph upside down, root at the top (`--reverse` is its old name)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l inverted -d 'Draw the SVG inverted: stacks merged by their leaf function, every function on the top row with its callers below it (inferno\'s --reverse --inverted)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l flamechart -d 'Draw the SVG as a flame chart: each thread\'s samples in time order, not merged (cpu and wall recordings have sample times; other profiles are merged by stack, heaviest first)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l url -d 'The receiver\'s URL (http or https; credentials as https://USER:TOKEN@host)' -r
@@ -129,7 +135,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s v -l 
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof and SVG (also reads perf script)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof, SVG and speedscope (also reads perf script)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "push" -d 'Push profile files (pprof or folded) to Grafana Pyroscope'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "completions" -d 'Print shell completions to stdout'

@@ -58,7 +58,8 @@ pub enum Cmd {
     Record(Box<RecordArgs>),
     /// Print the top functions and the call tree of a profile file.
     Report(ReportArgs),
-    /// Convert a profile between folded, pprof and SVG (also reads perf script).
+    /// Convert a profile between folded, pprof, SVG and speedscope (also
+    /// reads perf script).
     Convert(ConvertArgs),
     /// Push profile files (pprof or folded) to Grafana Pyroscope.
     Push(PushFilesArgs),
@@ -148,7 +149,7 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Output format (default: from the file extension: .svg, .folded/.txt,
-    /// .pb.gz/.pprof/.pb).
+    /// .pb.gz/.pprof/.pb, .speedscope.json).
     #[arg(short, long, value_enum)]
     pub format: Option<Format>,
     /// Also print the top-functions report (to stderr when the profile goes
@@ -346,9 +347,20 @@ pub struct SvgArgs {
     /// Title of the SVG.
     #[arg(long)]
     pub title: Option<String>,
-    /// Draw an icicle graph (root at the top) in the SVG.
+    /// Draw the SVG as an icicle: the flame graph upside down, root at the
+    /// top (`--reverse` is its old name).
+    #[arg(long, alias = "reverse")]
+    pub icicle: bool,
+    /// Draw the SVG inverted: stacks merged by their leaf function, every
+    /// function on the top row with its callers below it (inferno's
+    /// --reverse --inverted).
+    #[arg(long, conflicts_with = "flamechart")]
+    pub inverted: bool,
+    /// Draw the SVG as a flame chart: each thread's samples in time order,
+    /// not merged (cpu and wall recordings have sample times; other
+    /// profiles are merged by stack, heaviest first).
     #[arg(long)]
-    pub reverse: bool,
+    pub flamechart: bool,
     /// SVG palette: hot, mem, io, red, green, blue, aqua, yellow, purple,
     /// orange, wakeup, java, js, perl, python, rust.
     #[arg(long, value_name = "PALETTE", value_parser = parse_colors_arg)]
@@ -362,7 +374,9 @@ impl SvgArgs {
     fn into_options(self) -> SvgOptions {
         SvgOptions {
             title: self.title,
-            reverse: self.reverse,
+            icicle: self.icicle,
+            inverted: self.inverted,
+            flamechart: self.flamechart,
             colors: self.colors,
             min_width: self.min_width,
         }
@@ -519,7 +533,7 @@ fn output_format(format: Option<Format>, destination: &Destination) -> Result<Fo
         (None, Destination::File(p)) => Format::from_path(p).ok_or_else(|| {
             format!(
                 "cannot tell the output format from '{}': use a .svg, .folded, .txt, \
-                 .pb.gz, .pprof or .pb name, or pass --format",
+                 .pb.gz, .pprof, .pb or .speedscope.json name, or pass --format",
                 p.display()
             )
         }),

@@ -18,6 +18,9 @@ pub fn run(config: &ConvertConfig) -> Result<()> {
             group_by: config.group_by,
         },
     };
+    if let Some(note) = output::order_note(&profile, config.format, &opts) {
+        log::info!("{note}");
+    }
     output::write(&profile, config.format, &opts, out)?;
     Ok(())
 }

@@ -11,7 +11,8 @@
 //!            kernel's mmap records; user stacks unwound in unwind/, or in the
 //!            kernel with unwind::table rows) until -d, Ctrl-C or targets gone
 //!   finish:  StackCollector -> symbolize (ELF/DWARF, kallsyms, jit perf maps)
-//!            -> profile::Profile -> output (folded, SVG, pprof), summary, report
+//!            -> profile::Profile (stacks, and the timeline of streamed
+//!            samples) -> output (folded, SVG, pprof, speedscope), summary, report
 //! report/convert: input -> profile::Profile -> report / output
 //! doctor:  what this machine can record, and the fixes
 //! ```

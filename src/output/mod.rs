@@ -4,6 +4,7 @@
 pub mod folded;
 pub mod pprof;
 pub mod sink;
+pub mod speedscope;
 pub mod svg;
 
 use std::io::{self, Write};
@@ -22,6 +23,9 @@ pub enum Format {
     Folded,
     /// gzip-compressed pprof protobuf (go tool pprof, Pyroscope, Grafana).
     Pprof,
+    /// speedscope JSON: one profile per thread, samples in time order
+    /// (https://www.speedscope.app, `npx speedscope FILE`).
+    Speedscope,
 }
 
 impl Format {
@@ -31,6 +35,7 @@ impl Format {
             Format::Svg => "an SVG flame graph",
             Format::Folded => "folded stacks",
             Format::Pprof => "a pprof profile",
+            Format::Speedscope => "a speedscope profile",
         }
     }
 
@@ -43,6 +48,8 @@ impl Format {
             Some(Format::Folded)
         } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
             Some(Format::Pprof)
+        } else if name.ends_with(".speedscope.json") {
+            Some(Format::Speedscope)
         } else {
             None
         }
@@ -93,7 +100,19 @@ pub fn write_to(
         Format::Folded => folded::write(profile, &opts.folded, w),
         Format::Svg => svg::write(profile, &opts.svg, &opts.folded, w),
         Format::Pprof => pprof::write(profile, w),
+        Format::Speedscope => speedscope::write(profile, w),
     }
+}
+
+/// How a time-ordered output (speedscope, a flame chart) orders the
+/// samples of `profile`, for summaries: `None` for the other outputs.
+pub fn order_note(profile: &Profile, format: Format, opts: &WriteOptions) -> Option<String> {
+    let what = match format {
+        Format::Speedscope => "speedscope",
+        Format::Svg if opts.svg.flamechart => "flame chart",
+        _ => return None,
+    };
+    Some(format!("{what}: {}", speedscope::order_note(profile)))
 }
 
 /// Writes `profile` to an output prepared (checked) before the work began;
@@ -123,6 +142,11 @@ mod tests {
         );
         assert_eq!(Format::from_path(Path::new("x.txt")), Some(Format::Folded));
         assert_eq!(Format::from_path(Path::new("x.bin")), None);
+        assert_eq!(
+            Format::from_path(Path::new("app.speedscope.json")),
+            Some(Format::Speedscope)
+        );
+        assert_eq!(Format::from_path(Path::new("x.json")), None);
         for name in ["p.pb.gz", "p.pprof", "p.pb"] {
             assert_eq!(Format::from_path(Path::new(name)), Some(Format::Pprof));
         }

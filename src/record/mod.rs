@@ -601,9 +601,13 @@ fn when_empty(config: &RecordConfig, when: &WhenEmpty) -> Result<bool> {
             if !config.quiet {
                 eprintln!("flameprobe: {msg}");
             }
-            if config.format == Format::Svg && config.write_output {
+            if matches!(config.format, Format::Svg | Format::Speedscope) && config.write_output {
                 if !config.quiet {
-                    eprintln!("  an empty flame graph cannot be drawn: no file written");
+                    let what = match config.format {
+                        Format::Svg => "an empty flame graph cannot be drawn",
+                        _ => "a speedscope file of no samples cannot be opened",
+                    };
+                    eprintln!("  {what}: no file written");
                 }
                 return Ok(false);
             }
@@ -655,6 +659,7 @@ fn write_and_report(
             group_by: config.group_by,
         },
     };
+    let order = output::order_note(profile, config.format, &opts).filter(|_| out.is_some());
     let written = match out {
         Some(out) => {
             output::write(profile, config.format, &opts, out)?;
@@ -673,7 +678,7 @@ fn write_and_report(
         );
     }
     if !config.quiet {
-        for line in extra {
+        for line in order.iter().chain(extra) {
             eprintln!("  {line}");
         }
     }

@@ -27,3 +27,4 @@ mod report;
 mod runtimes_util;
 mod target_root;
 mod unwind;
+mod views;
