@@ -22,6 +22,9 @@ _flameprobe() {
             flameprobe,convert)
                 cmd="flameprobe__subcmd__convert"
                 ;;
+            flameprobe,diff)
+                cmd="flameprobe__subcmd__diff"
+                ;;
             flameprobe,doctor)
                 cmd="flameprobe__subcmd__doctor"
                 ;;
@@ -45,6 +48,9 @@ _flameprobe() {
                 ;;
             flameprobe__subcmd__help,convert)
                 cmd="flameprobe__subcmd__help__subcmd__convert"
+                ;;
+            flameprobe__subcmd__help,diff)
+                cmd="flameprobe__subcmd__help__subcmd__diff"
                 ;;
             flameprobe__subcmd__help,doctor)
                 cmd="flameprobe__subcmd__help__subcmd__doctor"
@@ -71,7 +77,7 @@ _flameprobe() {
 
     case "${cmd}" in
         flameprobe)
-            opts="-v -h -V --verbose --help --version record report convert push doctor completions generate help"
+            opts="-v -h -V --verbose --help --version record report convert diff push doctor completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,6 +150,52 @@ _flameprobe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        flameprobe__subcmd__diff)
+            opts="-o -f -v -h --output --format --sample-type --negate --normalize --no-threads --group-by --title --min-width --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "svg folded" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "svg folded" -- "${cur}"))
+                    return 0
+                    ;;
+                --sample-type)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group-by)
+                    COMPREPLY=($(compgen -W "pid comm" -- "${cur}"))
+                    return 0
+                    ;;
+                --title)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-width)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         flameprobe__subcmd__doctor)
             opts="-v -h --json --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -173,7 +225,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__help)
-            opts="record report convert push doctor completions generate help"
+            opts="record report convert diff push doctor completions generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -201,6 +253,20 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__help__subcmd__convert)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flameprobe__subcmd__help__subcmd__diff)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -497,7 +563,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__report)
-            opts="-v -h --tree --focus --min-percent --top --by-thread --json --verbose --help"
+            opts="-v -h --tree --focus --min-percent --top --by-thread --json --diff --sample-type --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -512,6 +578,14 @@ _flameprobe() {
                     return 0
                     ;;
                 --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --diff)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sample-type)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

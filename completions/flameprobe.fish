@@ -30,6 +30,7 @@ complete -c flameprobe -n "__fish_flameprobe_needs_command" -s V -l version -d '
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "convert" -d 'Convert a profile between folded, pprof, SVG and speedscope (also reads perf script)'
+complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "diff" -d 'Compare two profiles: a differential flame graph (red: grew, blue: shrank) or `stack before after` lines'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "push" -d 'Push profile files (pprof or folded) to Grafana Pyroscope'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
 complete -c flameprobe -n "__fish_flameprobe_needs_command" -f -a "completions" -d 'Print shell completions to stdout'
@@ -93,6 +94,8 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand record" -s h -l he
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l focus -d 'Keep only stacks with a frame matching this regular expression' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l min-percent -d 'Leave out tree nodes under this share of the total' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l top -d 'Rows in the top-functions table (0 = all)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l diff -d 'Compare with this base profile: the functions whose value changed most, absolute and in percent of the base\'s total (as go tool pprof -top -diff_base)' -r -F
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l sample-type -d 'With --diff: the value compared, a sample type both profiles have: its name (samples, cpu, ...) or name/unit [default: the value the report shows]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l tree -d 'Also print the merged call tree: total, self and count per frame'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l by-thread -d 'Also print each thread\'s totals (for wall-clock profiles: total, on-CPU and off-CPU time)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l json -d 'Print the report (top table and tree) as JSON'
@@ -114,6 +117,19 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l invert
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -l flamechart -d 'Draw the SVG as a flame chart: each thread\'s samples in time order, not merged (cpu and wall recordings have sample times; other profiles are merged by stack, heaviest first)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -s o -l output -d 'Output file: .svg (differential flame graph) or .folded/.txt (`stack before after` lines); `-` writes the lines to stdout' -r -F
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -s f -l format -d 'Output format (default: from the file extension)' -r -f -a "svg\t'A differential flame graph (SVG)'
+folded\t'`stack before after` lines (inferno-flamegraph and FlameGraph\'s flamegraph.pl draw them)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -l sample-type -d 'The value compared, a sample type both profiles have: its name (samples, cpu, inuse_space, ...) or name/unit [default: the first, the flame graph\'s width]' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -l group-by -d 'Group stacks under their process by name (`nginx`) or by pid (`[1234]nginx`)' -r -f -a "pid\t'`[1234]nginx`: every process apart'
+comm\t'`nginx`: processes of the same name together (a whole machine with many short-lived processes)'"
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -l title -d 'Title of the SVG' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -l min-width -d 'Leave out SVG frames narrower than this many pixels (default 0.1)' -r
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -l negate -d 'Draw the widths of BEFORE instead of AFTER (red still means more in AFTER)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -l normalize -d 'Scale BEFORE to AFTER\'s total first, so that colors show shifts in share rather than a change of load'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -l no-threads -d 'Do not add a frame with the thread name under each process'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand diff" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l url -d 'The receiver\'s URL (http or https; credentials as https://USER:TOKEN@host)' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand push" -l push-api -d 'The receiver\'s API: push (push.v1.PusherService/Push, pprof) or ingest (the legacy /ingest, folded stacks) [default: push]' -r -f -a "push\t'The push API (`push.v1.PusherService/Push`): what Grafana Alloy and the Pyroscope SDKs use; pprof with every sample type and label'
 ingest\t'The legacy `/ingest` API of older servers: folded stacks, one value per stack'"
@@ -133,11 +149,12 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s v 
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof, SVG and speedscope (also reads perf script)'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "push" -d 'Push profile files (pprof or folded) to Grafana Pyroscope'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
-complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert push doctor completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "record" -d 'Record a flame graph of where targets spend CPU time, wait off the CPU or leak memory'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "report" -d 'Print the top functions and the call tree of a profile file'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "convert" -d 'Convert a profile between folded, pprof, SVG and speedscope (also reads perf script)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "diff" -d 'Compare two profiles: a differential flame graph (red: grew, blue: shrank) or `stack before after` lines'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "push" -d 'Push profile files (pprof or folded) to Grafana Pyroscope'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "doctor" -d 'Check what works on this machine (kernel, BTF, perf events, privileges, runtimes, JVMs) and how to fix what does not'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "completions" -d 'Print shell completions to stdout'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "generate" -d 'Write completions and man pages into DIR (for packaging)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand help; and not __fish_seen_subcommand_from record report convert diff push doctor completions generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

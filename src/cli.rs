@@ -61,6 +61,9 @@ pub enum Cmd {
     /// Convert a profile between folded, pprof, SVG and speedscope (also
     /// reads perf script).
     Convert(ConvertArgs),
+    /// Compare two profiles: a differential flame graph (red: grew, blue:
+    /// shrank) or `stack before after` lines.
+    Diff(DiffArgs),
     /// Push profile files (pprof or folded) to Grafana Pyroscope.
     Push(PushFilesArgs),
     /// Check what works on this machine (kernel, BTF, perf events,
@@ -405,6 +408,7 @@ Examples:
   flameprobe report app.pb.gz
   flameprobe report --tree --min-percent 5 app.folded
   flameprobe report --focus 'crc_' --json app.pb.gz | jq '.top[0]'
+  flameprobe report --diff before.pb.gz after.pb.gz   (top functions by change)
   perf script | flameprobe report -
 Exit codes: 0 success, 1 error, 2 usage error.")]
 pub struct ReportArgs {
@@ -430,6 +434,108 @@ pub struct ReportArgs {
     /// Print the report (top table and tree) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Compare with this base profile: the functions whose value changed
+    /// most, absolute and in percent of the base's total (as go tool
+    /// pprof -top -diff_base).
+    #[arg(long, value_name = "BASE", conflicts_with_all = ["tree", "by_thread"])]
+    pub diff: Option<PathBuf>,
+    /// With --diff: the value compared, a sample type both profiles have:
+    /// its name (samples, cpu, ...) or name/unit [default: the value the
+    /// report shows].
+    #[arg(long, value_name = "TYPE", requires = "diff")]
+    pub sample_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads any format `report` reads. Frame widths come from AFTER (--negate:
+from BEFORE); a frame is red where the stacks ending in it grew, blue where
+they shrank, and the deeper the color the larger the change. Processes are
+matched by name (--group-by comm), so two runs of a program line up.
+Examples:
+  flameprobe diff before.pb.gz after.pb.gz -o diff.svg
+  flameprobe diff --normalize good-host.pb.gz bad-host.pb.gz -o diff.svg
+  flameprobe diff before.folded after.folded -o diff.folded   (stack before after)
+  flameprobe diff --sample-type cpu old.pb.gz new.pb.gz -o - | head
+Exit codes: 0 success, 1 error, 2 usage error.")]
+pub struct DiffArgs {
+    /// The profile before (the base).
+    #[arg(value_name = "BEFORE")]
+    pub before: PathBuf,
+    /// The profile after.
+    #[arg(value_name = "AFTER")]
+    pub after: PathBuf,
+    /// Output file: .svg (differential flame graph) or .folded/.txt
+    /// (`stack before after` lines); `-` writes the lines to stdout.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Output format (default: from the file extension).
+    #[arg(short, long, value_enum)]
+    pub format: Option<crate::diff::DiffFormat>,
+    /// The value compared, a sample type both profiles have: its name
+    /// (samples, cpu, inuse_space, ...) or name/unit [default: the first,
+    /// the flame graph's width].
+    #[arg(long, value_name = "TYPE")]
+    pub sample_type: Option<String>,
+    /// Draw the widths of BEFORE instead of AFTER (red still means more in
+    /// AFTER).
+    #[arg(long)]
+    pub negate: bool,
+    /// Scale BEFORE to AFTER's total first, so that colors show shifts in
+    /// share rather than a change of load.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Do not add a frame with the thread name under each process.
+    #[arg(long)]
+    pub no_threads: bool,
+    /// Group stacks under their process by name (`nginx`) or by pid
+    /// (`[1234]nginx`).
+    #[arg(long, value_enum, value_name = "BY", default_value_t = GroupBy::Comm)]
+    pub group_by: GroupBy,
+    /// Title of the SVG.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Leave out SVG frames narrower than this many pixels (default 0.1).
+    #[arg(long, value_name = "PIXELS", value_parser = parse_min_width_arg)]
+    pub min_width: Option<f64>,
+}
+
+impl DiffArgs {
+    pub fn into_config(self) -> Result<crate::diff::DiffConfig, String> {
+        use crate::diff::DiffFormat;
+        let destination = Destination::parse(&self.output);
+        let format = match (self.format, &destination) {
+            (Some(f), _) => f,
+            (None, Destination::Stdout) => DiffFormat::Folded,
+            (None, Destination::File(p)) => DiffFormat::from_path(p).ok_or_else(|| {
+                format!(
+                    "cannot tell the output format from '{}': use a .svg, .folded or .txt \
+                     name, or pass --format",
+                    p.display()
+                )
+            })?,
+        };
+        if self.negate && format == DiffFormat::Folded {
+            return Err(
+                "--negate applies to the SVG: the lines always read `stack before after`".into(),
+            );
+        }
+        Ok(crate::diff::DiffConfig {
+            before: self.before,
+            after: self.after,
+            destination,
+            format,
+            sample_type: self.sample_type,
+            negate: self.negate,
+            normalize: self.normalize,
+            names: crate::profile::FrameNameOptions {
+                threads: !self.no_threads,
+                group_by: self.group_by,
+            },
+            title: self.title,
+            min_width: self.min_width,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -475,6 +581,8 @@ impl ReportArgs {
                 by_thread: self.by_thread,
             },
             json: self.json,
+            diff_base: self.diff,
+            sample_type: self.sample_type,
         })
     }
 }

@@ -14,6 +14,7 @@
 //!            -> profile::Profile (stacks, and the timeline of streamed
 //!            samples) -> output (folded, SVG, pprof, speedscope), summary, report
 //! report/convert: input -> profile::Profile -> report / output
+//! diff:    two inputs -> two profiles -> differential SVG or lines, report --diff
 //! doctor:  what this machine can record, and the fixes
 //! ```
 //!
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod convert;
+pub mod diff;
 pub mod doctor;
 pub mod generate;
 pub mod input;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flameprobe::cli::{Cli, Cmd, EXIT_ERROR, EXIT_USAGE};
-use flameprobe::{convert, doctor, generate, push, record, report};
+use flameprobe::{convert, diff, doctor, generate, push, record, report};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -35,6 +35,13 @@ fn main() -> ExitCode {
         },
         Cmd::Convert(args) => match args.into_config() {
             Ok(config) => convert::run(&config),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        Cmd::Diff(args) => match args.into_config() {
+            Ok(config) => diff::run(&config),
             Err(msg) => {
                 eprintln!("error: {msg}");
                 return ExitCode::from(EXIT_USAGE);

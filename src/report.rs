@@ -24,6 +24,10 @@ pub struct ReportConfig {
     pub input: std::path::PathBuf,
     pub options: ReportOptions,
     pub json: bool,
+    /// Compare with this base profile (`--diff`).
+    pub diff_base: Option<std::path::PathBuf>,
+    /// With a base: the value compared (a sample type's name).
+    pub sample_type: Option<String>,
 }
 
 /// What to report.
@@ -223,11 +227,66 @@ struct Building {
     children: BTreeMap<String, usize>,
 }
 
-#[derive(Default)]
-struct FunctionTotals {
-    self_weight: u64,
-    total: u64,
+/// A function's weights over a profile: as the leaf (self), anywhere on
+/// the stack (total, once per stack however often it recurses), and the
+/// events of the stacks it is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FunctionTotals {
+    pub self_weight: u64,
+    pub total: u64,
+    pub count: u64,
+}
+
+/// Adds a stack's frame names (label frames first, `labels` of them) to
+/// the totals of its functions.
+fn add_functions(
+    functions: &mut HashMap<String, FunctionTotals>,
+    names: &[String],
+    labels: usize,
+    weight: u64,
     count: u64,
+) {
+    // Functions: the frames below the label frames.
+    let funcs = &names[labels.min(names.len())..];
+    let mut seen: Vec<&str> = Vec::with_capacity(funcs.len());
+    for name in funcs {
+        if seen.contains(&name.as_str()) {
+            continue;
+        }
+        seen.push(name);
+        let f = functions.entry(name.clone()).or_default();
+        f.total = f.total.saturating_add(weight);
+        f.count = f.count.saturating_add(count);
+    }
+    if let Some(leaf) = funcs.last() {
+        let f = functions.entry(leaf.clone()).or_default();
+        f.self_weight = f.self_weight.saturating_add(weight);
+    }
+}
+
+/// Every function's totals of value `value` (and events of value
+/// `events`), over the stacks with a frame matching `focus`.
+pub fn function_totals(
+    profile: &Profile,
+    value: usize,
+    events: usize,
+    focus: Option<&Regex>,
+) -> HashMap<String, FunctionTotals> {
+    let names_opts = FrameNameOptions::threads(true);
+    let mut functions = HashMap::new();
+    for stack in &profile.stacks {
+        let (weight, count) = (stack.values[value], stack.values[events]);
+        if weight == 0 && count == 0 {
+            continue;
+        }
+        let names = profile.frame_names(stack, &names_opts);
+        if focus.is_some_and(|re| !names.iter().any(|n| re.is_match(n))) {
+            continue;
+        }
+        let labels = label_frames(&stack.labels, &names_opts).len();
+        add_functions(&mut functions, &names, labels, weight, count);
+    }
+    functions
 }
 
 /// Builds the report for a profile.
@@ -269,24 +328,8 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
             nodes[at].weight = nodes[at].weight.saturating_add(weight);
             nodes[at].count = nodes[at].count.saturating_add(count);
         }
-        // Functions: the frames below the label frames, each counted once
-        // per stack however often it recurses.
         let labels = label_frames(&stack.labels, &names_opts).len();
-        let funcs = &names[labels.min(names.len())..];
-        let mut seen: Vec<&str> = Vec::with_capacity(funcs.len());
-        for name in funcs {
-            if seen.contains(&name.as_str()) {
-                continue;
-            }
-            seen.push(name);
-            let f = functions.entry(name.clone()).or_default();
-            f.total = f.total.saturating_add(weight);
-            f.count = f.count.saturating_add(count);
-        }
-        if let Some(leaf) = funcs.last() {
-            let f = functions.entry(leaf.clone()).or_default();
-            f.self_weight = f.self_weight.saturating_add(weight);
-        }
+        add_functions(&mut functions, &names, labels, weight, count);
     }
 
     let percent = |w: u64| {
@@ -439,12 +482,24 @@ fn prune(nodes: &[Building], percent: &dyn Fn(u64) -> f64, min_percent: f64) -> 
 
 /// `flameprobe report`: reads the input and prints the report to stdout.
 pub fn run(config: &ReportConfig) -> anyhow::Result<()> {
-    let profile = crate::input::read(&config.input)?;
-    let report = build(&profile, &config.options);
-    let text = if config.json {
-        render_json(&report)
-    } else {
-        render_text(&profile, &report, &config.options)
+    let text = match &config.diff_base {
+        Some(base) => crate::diff::report(
+            base,
+            &config.input,
+            config.sample_type.as_deref(),
+            config.options.focus.as_ref(),
+            config.options.top,
+            config.json,
+        )?,
+        None => {
+            let profile = crate::input::read(&config.input)?;
+            let report = build(&profile, &config.options);
+            if config.json {
+                render_json(&report)
+            } else {
+                render_text(&profile, &report, &config.options)
+            }
+        }
     };
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;

@@ -12,9 +12,14 @@ use crate::profile::{units, FrameNameOptions, Profile};
 
 /// Folded lines with their counts, merged by text and sorted.
 pub fn lines(profile: &Profile, opts: &FrameNameOptions) -> BTreeMap<String, u64> {
+    lines_of(profile, Profile::WIDTH, opts)
+}
+
+/// Folded lines counting value `index` (not the width).
+pub fn lines_of(profile: &Profile, index: usize, opts: &FrameNameOptions) -> BTreeMap<String, u64> {
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for stack in &profile.stacks {
-        let count = folded_count(profile, stack.values[Profile::WIDTH]);
+        let count = count_of(profile, index, stack.values[index]);
         if count == 0 {
             continue;
         }
@@ -28,16 +33,26 @@ pub fn lines(profile: &Profile, opts: &FrameNameOptions) -> BTreeMap<String, u64
 /// What a width value becomes in a folded file: time in microseconds
 /// (rounded), anything else as it is.
 pub fn folded_count(profile: &Profile, width: u64) -> u64 {
-    if profile.sample_types[Profile::WIDTH].unit == units::NANOSECONDS {
-        width.saturating_add(500) / 1000
+    count_of(profile, Profile::WIDTH, width)
+}
+
+/// What a value of type `index` becomes in a folded file.
+pub fn count_of(profile: &Profile, index: usize, v: u64) -> u64 {
+    if profile.sample_types[index].unit == units::NANOSECONDS {
+        v.saturating_add(500) / 1000
     } else {
-        width
+        v
     }
 }
 
 /// The unit of folded counts, for people ("samples", "bytes", "us").
 pub fn count_name(profile: &Profile) -> &str {
-    let t = &profile.sample_types[Profile::WIDTH];
+    count_name_of(profile, Profile::WIDTH)
+}
+
+/// The unit of folded counts of value `index`.
+pub fn count_name_of(profile: &Profile, index: usize) -> &str {
+    let t = &profile.sample_types[index];
     match t.unit.as_str() {
         units::NANOSECONDS => "us",
         units::COUNT => &t.name,

@@ -1,11 +1,14 @@
 //! The views beyond the flame graph: speedscope files (validated against
 //! speedscope's own schema, opened in speedscope in headless Chromium),
-//! flame charts and inverted graphs.
+//! flame charts and inverted graphs, differential flame graphs (also opened
+//! and searched in Chromium) and `report --diff`, checked against
+//! `go tool pprof -top -diff_base`.
 //!
 //! The npm packages (speedscope, playwright-core, ajv) and Chromium come
 //! from scripts/install-deps.sh, into a cache directory outside the
 //! repository.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -378,6 +381,268 @@ fn speedscope_opens_the_recording_in_chromium() {
     );
 }
 
+/// `stack before after` lines of a diff.folded.
+fn read_diff_lines(path: &Path) -> BTreeMap<String, (u64, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (rest, after) = l.rsplit_once(' ').unwrap();
+            let (stack, before) = rest.rsplit_once(' ').unwrap();
+            (
+                stack.to_string(),
+                (before.parse().unwrap(), after.parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Each frame of an SVG as (name, width in samples, fill).
+fn svg_frames(svg: &str) -> Vec<(String, u64, String)> {
+    let mut out = Vec::new();
+    for part in svg.split("<g><title>").skip(1) {
+        let title = &part[..part.find("</title>").unwrap()];
+        let name = title[..title.rfind(" (").unwrap()].to_string();
+        let attr = |key: &str| {
+            let from = part.find(&format!(" {key}=\"")).unwrap() + key.len() + 3;
+            part[from..from + part[from..].find('"').unwrap()].to_string()
+        };
+        out.push((name, attr("fg:w").parse().unwrap(), attr("fill")));
+    }
+    out
+}
+
+const NEUTRAL: &str = "rgb(250,250,250)";
+
+fn is_red(fill: &str) -> bool {
+    let rgb: Vec<u32> = fill
+        .trim_start_matches("rgb(")
+        .trim_end_matches(')')
+        .split(',')
+        .map(|c| c.parse().unwrap())
+        .collect();
+    rgb[0] == 255 && rgb[1] == rgb[2] && rgb[1] < 250
+}
+
+#[test]
+fn diff_with_hot_b_doubled_is_red_at_hot_b_only() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("before.folded");
+    let (pid, _) = record_ratio(&before, "2s", "999");
+    // AFTER: the same profile with hot_b's own samples doubled.
+    let folded = read_folded(&before);
+    let after_text: String = folded
+        .iter()
+        .map(|(stack, n)| {
+            let n = if stack.ends_with(";hot_b") { 2 * n } else { *n };
+            format!("{stack} {n}\n")
+        })
+        .collect();
+    let after = dir.path().join("after.folded");
+    std::fs::write(&after, after_text).unwrap();
+    let hot_b = leaf_weight(&folded, "hot_b");
+    assert!(hot_b > 100, "{folded:#?}");
+
+    let lines = dir.path().join("diff.folded");
+    run_ok(&["diff", s(&before), s(&after), "-o", s(&lines)]);
+    let lines = read_diff_lines(&lines);
+    assert_eq!(lines.len(), folded.len());
+    for (stack, (b, a)) in &lines {
+        // (Processes are matched by name: the pid frame is gone.)
+        let original = folded[&format!("[{pid}]{stack}")];
+        assert_eq!(*b, original, "{stack}");
+        if stack.ends_with(";hot_b") {
+            assert_eq!(*a, 2 * b, "{stack}");
+        } else {
+            assert_eq!(a, b, "{stack}");
+        }
+    }
+
+    let svg_path = dir.path().join("diff.svg");
+    run_ok(&["diff", s(&before), s(&after), "-o", s(&svg_path)]);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert_well_formed_xml(&svg);
+    let frames = svg_frames(&svg);
+    let total = total(&folded);
+    let all = frames.iter().find(|f| f.0 == "all").unwrap();
+    assert_eq!(all.1, total + hot_b, "widths from AFTER");
+    let mut red_width = 0;
+    for (name, width, fill) in &frames {
+        if name == "hot_b" {
+            if is_red(fill) {
+                red_width += width;
+            } else {
+                // A hot_b frame with none of its own samples (only an
+                // interrupt below it) did not change.
+                assert_eq!(fill, NEUTRAL, "{name}");
+            }
+        } else {
+            assert_eq!(fill, NEUTRAL, "{name} ({width}) is not neutral");
+        }
+    }
+    let hot_b_width: u64 = frames.iter().filter(|f| f.0 == "hot_b").map(|f| f.1).sum();
+    assert!(
+        red_width * 100 >= hot_b_width * 99,
+        "{red_width} of {hot_b_width} red"
+    );
+
+    // --negate: BEFORE's widths, the same colors.
+    let negated = dir.path().join("negated.svg");
+    run_ok(&["diff", "--negate", s(&before), s(&after), "-o", s(&negated)]);
+    let frames = svg_frames(&std::fs::read_to_string(&negated).unwrap());
+    assert_eq!(frames.iter().find(|f| f.0 == "all").unwrap().1, total);
+    assert!(frames.iter().any(|f| f.0 == "hot_b" && is_red(&f.2)));
+    assert!(frames.iter().all(|f| f.0 == "hot_b" || f.2 == NEUTRAL));
+    // --normalize: BEFORE scaled up to AFTER's total, so hot_a's share
+    // shrank (blue) while hot_b's grew.
+    let normalized = dir.path().join("normalized.svg");
+    run_ok(&[
+        "diff",
+        "--normalize",
+        s(&before),
+        s(&after),
+        "-o",
+        s(&normalized),
+    ]);
+    let frames = svg_frames(&std::fs::read_to_string(&normalized).unwrap());
+    let blue = |f: &str| f.starts_with("rgb(") && f.ends_with(",255)") && f != "rgb(255,255,255)";
+    assert!(
+        frames.iter().any(|f| f.0 == "hot_a" && blue(&f.2)),
+        "{frames:?}"
+    );
+    assert!(
+        frames.iter().any(|f| f.0 == "hot_b" && is_red(&f.2)),
+        "{frames:?}"
+    );
+
+    // In a real browser, the SVG's search finds hot_b.
+    let seen = node("browser.cjs", &["svg-search", s(&svg_path), "hot_b"]);
+    assert_eq!(seen["problems"], serde_json::json!([]), "{seen}");
+    let matched = seen["matched"].as_str().unwrap();
+    let pct: f64 = matched
+        .trim_start_matches("Matched: ")
+        .trim_end_matches('%')
+        .parse()
+        .unwrap_or_else(|_| panic!("{seen}"));
+    let expected = 100.0 * (2 * hot_b) as f64 / (total + hot_b) as f64;
+    assert!((pct - expected).abs() < 1.0, "{pct} vs {expected}: {seen}");
+    let hits: Vec<&str> = seen["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(
+        !hits.is_empty() && hits.iter().all(|h| *h == "hot_b"),
+        "{seen}"
+    );
+}
+
+/// One row of `go tool pprof -top`: name -> (flat, flat%, cum, cum%).
+fn pprof_top(text: &str) -> Vec<(String, i64, f64, i64, f64)> {
+    // Counts, percentages, or nanoseconds with -unit=ns.
+    let num =
+        |v: &str| -> Option<f64> { v.trim_end_matches('%').trim_end_matches("ns").parse().ok() };
+    text.lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 6 || !cols[1].ends_with('%') {
+                return None;
+            }
+            let (flat, flat_pct, cum, cum_pct) =
+                (num(cols[0])?, num(cols[1])?, num(cols[3])?, num(cols[4])?);
+            let name = cols[5..].join(" ");
+            let name = name.trim_end_matches(" (inline)").to_string();
+            Some((name, flat as i64, flat_pct, cum as i64, cum_pct))
+        })
+        .collect()
+}
+
+#[test]
+fn report_diff_agrees_with_go_tool_pprof() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let (base, new) = (dir.path().join("base.pb.gz"), dir.path().join("new.pb.gz"));
+    // Two runs of the program: the same functions, other counts.
+    record_ratio(&base, "1s", "999");
+    record_ratio(&new, "1s", "999");
+    // Samples, and CPU time (the default value) in nanoseconds.
+    for (ours_args, pprof_args) in [
+        (
+            &["--sample-type", "samples"][..],
+            &["-sample_index=samples"][..],
+        ),
+        (&[][..], &["-sample_index=cpu", "-unit=ns"][..]),
+    ] {
+        let mut args = vec![
+            "report",
+            s(&new),
+            "--diff",
+            s(&base),
+            "--top",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(ours_args);
+        let ours: Value = serde_json::from_slice(&run_ok(&args).stdout).unwrap();
+        let rows: Vec<(String, i64, f64, i64, f64)> = ours["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let name = r["name"].as_str().unwrap();
+                // pprof names kernel and JIT functions without our suffixes.
+                let name = name
+                    .trim_end_matches("_[k]")
+                    .trim_end_matches("_[j]")
+                    .to_string();
+                (
+                    name,
+                    r["self_change"].as_i64().unwrap(),
+                    r["self_change_percent"].as_f64().unwrap(),
+                    r["total_change"].as_i64().unwrap(),
+                    r["total_change_percent"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        let mut args = vec!["-top", "-nodefraction=0", "-nodecount=100000"];
+        args.extend_from_slice(pprof_args);
+        args.extend_from_slice(&["-diff_base", s(&base)]);
+        let top = crate::pprof_go::go_pprof(&args, &new);
+        let theirs = pprof_top(&top);
+        assert!(rows.len() >= 3, "{ours}");
+        assert_eq!(rows.len(), theirs.len(), "ours: {rows:#?}\npprof:\n{top}");
+        for (o, t) in rows.iter().zip(&theirs) {
+            assert_eq!(
+                (&o.0, o.1, o.3),
+                (&t.0, t.1, t.3),
+                "ours {o:?}, pprof {t:?}\n{top}"
+            );
+            // pprof prints percentages of the base's total without a sign.
+            assert!((o.2.abs() - t.2).abs() < 0.006, "{o:?} vs {t:?}");
+            assert!((o.4.abs() - t.4).abs() < 0.006, "{o:?} vs {t:?}");
+        }
+        // pprof's header names the base's total.
+        let base_total = ours["base_total"].as_u64().unwrap();
+        assert!(
+            top.contains(&format!("of {base_total} total"))
+                || top.contains(&format!("of {base_total}ns total")),
+            "{top}"
+        );
+    }
+    // The text table: the same numbers, for people.
+    let text = run_ok(&["report", s(&new), "--diff", s(&base)]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("Top functions by change of self cpu"),
+        "{text}"
+    );
+    assert!(text.contains("hot_a") && text.contains(" ms"), "{text}");
+}
+
 #[test]
 fn convert_writes_speedscope_charts_and_inverted_graphs() {
     let dir = tempfile::tempdir().unwrap();
@@ -419,4 +684,37 @@ fn convert_writes_speedscope_charts_and_inverted_graphs() {
         "--flamechart",
     ]);
     assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn diff_refuses_what_it_cannot_compare_and_finds_no_change_in_a_copy() {
+    let input = repo_root().join("tests/fixtures/report.folded");
+    let neg = run(&["diff", s(&input), s(&input), "-o", "-", "--negate"]);
+    assert_eq!(neg.status.code(), Some(2));
+    let bad = run(&[
+        "diff",
+        s(&input),
+        s(&input),
+        "-o",
+        "-",
+        "--sample-type",
+        "cpu",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("no sample type 'cpu'") && err.contains("samples/count"),
+        "{err}"
+    );
+    let same = run_ok(&["diff", s(&input), s(&input), "-o", "-"]);
+    let text = String::from_utf8(same.stdout).unwrap();
+    assert!(
+        text.lines().all(|l| {
+            let c: Vec<&str> = l.rsplitn(3, ' ').collect();
+            c[0] == c[1]
+        }),
+        "{text}"
+    );
+    let flat = run_ok(&["report", s(&input), "--diff", s(&input)]);
+    assert!(String::from_utf8_lossy(&flat.stdout).contains("(no function changed)"));
 }
