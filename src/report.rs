@@ -8,7 +8,7 @@
 //! allocations, through it). Weights are shown in the profile's unit: CPU
 //! samples become time (samples x sampling period), memory is bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 
@@ -248,12 +248,12 @@ fn add_functions(
 ) {
     // Functions: the frames below the label frames.
     let funcs = &names[labels.min(names.len())..];
-    let mut seen: Vec<&str> = Vec::with_capacity(funcs.len());
+    // A set: a stack may be 200,000 frames deep.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(funcs.len());
     for name in funcs {
-        if seen.contains(&name.as_str()) {
+        if !seen.insert(name.as_str()) {
             continue;
         }
-        seen.push(name);
         let f = functions.entry(name.clone()).or_default();
         f.total = f.total.saturating_add(weight);
         f.count = f.count.saturating_add(count);
@@ -507,6 +507,11 @@ pub fn run(config: &ReportConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Call-tree lines are indented by two columns per level down to this
+/// depth; deeper frames show their depth as `[N]` instead, so a line stays
+/// short however deep the stack and the text grows linearly with it.
+const MAX_INDENT_DEPTH: usize = 32;
+
 /// The report as text for a terminal.
 pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> String {
     let fv = |v: u64| units::format(&report.unit, v);
@@ -583,17 +588,21 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
             "total", "total%", "self", count_name
         );
         for (depth, node) in report.tree.walk() {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "{:>12} {:>6.2}% {:>12} {:>9}  {:indent$}{}",
+                "{:>12} {:>6.2}% {:>12} {:>9}  {:indent$}",
                 fv(node.total),
                 node.total_percent,
                 fv(node.self_value),
                 node.count,
                 "",
-                node.name,
-                indent = depth * 2
+                indent = depth.min(MAX_INDENT_DEPTH) * 2
             );
+            if depth > MAX_INDENT_DEPTH {
+                let _ = write!(out, "[{depth}] ");
+            }
+            out.push_str(&node.name);
+            out.push('\n');
         }
     }
     out

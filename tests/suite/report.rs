@@ -238,3 +238,37 @@ fn hostile_folded_files_are_read_or_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("latin1.folded:1: not valid UTF-8"), "{err}");
 }
+
+/// `report --tree` on stacks 40,000 and 200,000 frames deep: no panic (a
+/// format width beyond 65,535 columns panicked past ~32k frames), and the
+/// text grows linearly with the depth (it indented every line by its
+/// depth: 200k frames made ~40 GB of spaces); the deepest frame is there
+/// with its depth.
+#[test]
+fn tree_of_very_deep_stacks_is_linear_in_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    for depth in [40_000usize, 200_000] {
+        let frames: Vec<String> = (0..depth).map(|i| format!("f{i}")).collect();
+        let path = dir.path().join(format!("deep{depth}.folded"));
+        std::fs::write(&path, format!("{} 7\n", frames.join(";"))).unwrap();
+        let out = run(&["report", "--tree", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let last = format!("[{}] f{}", depth - 1, depth - 1);
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(&last))
+            .unwrap_or_else(|| panic!("no line for the deepest frame ({last})"));
+        assert!(line.len() < 200, "{line}");
+        // Each frame's line is short: at most ~150 bytes per frame.
+        assert!(
+            text.len() < depth * 150,
+            "{} bytes for {depth} frames",
+            text.len()
+        );
+    }
+}
