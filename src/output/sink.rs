@@ -16,13 +16,20 @@
 //!   descriptor itself, at its current position, never re-opened;
 //! - a new path, or an existing regular file with one link: written to a
 //!   temporary file in the same directory and renamed over the name
-//!   (atomic). An existing file keeps its mode and owner; a new one gets
-//!   0666 minus the umask and, under sudo, the invoking user as owner.
-//!   When the owner cannot be kept (no `CAP_CHOWN`) the file is written in
-//!   place instead;
+//!   (atomic). The temporary file has no name until it is complete
+//!   (`O_TMPFILE`, then linked and renamed), so nothing is left behind
+//!   when flameprobe is killed while writing. An existing file keeps its
+//!   mode and owner; a new one gets 0666 minus the umask and, under sudo,
+//!   the invoking user as owner. When the owner cannot be kept (no
+//!   `CAP_CHOWN`) the file is written in place instead (as below);
 //! - character and block devices, FIFOs and regular files with more than
-//!   one link: opened and written in place (a regular file is truncated
-//!   first), so a device stays a device and hard links stay shared;
+//!   one link: opened and written in place, so a device stays a device and
+//!   hard links stay shared. A regular file's new content is written to an
+//!   unnamed temporary file in its directory first and room for it
+//!   reserved in the file before it is copied over the old content, so a
+//!   full disk fails before the old content is touched; where no
+//!   temporary file can be made there, `prepare` warns that a failed
+//!   write loses the old content;
 //! - a symbolic link is followed to its target, as `cp` and shells do; a
 //!   dangling link creates its target. Like the kernel with
 //!   `fs.protected_symlinks`, a link that another user planted in a
@@ -347,7 +354,7 @@ impl Output {
                     return self.look_again(fill, may_retry);
                 }
                 if existing.kind == Kind::Regular {
-                    file.set_len(0).map_err(failed)?;
+                    return write_regular_in_place(dir.as_fd(), file, fill).map_err(failed);
                 }
                 write_through(file, fill).map_err(failed)
             }
@@ -439,13 +446,40 @@ fn plan_for(path: &Path) -> Result<Plan, Reason> {
                         existing: Some(existing),
                     })
                 }
-                Method::InPlace => Ok(Plan::InPlace {
-                    dir,
-                    name,
-                    existing,
-                }),
+                Method::InPlace => {
+                    if existing.kind == Kind::Regular {
+                        warn_if_unstaged(dir.as_fd(), &file_path, &existing);
+                    }
+                    Ok(Plan::InPlace {
+                        dir,
+                        name,
+                        existing,
+                    })
+                }
             }
         }
+    }
+}
+
+/// Says before anything is recorded when a regular file written in place
+/// cannot have its new content staged beside it (see
+/// [`write_regular_in_place`]): then a failed write loses the old content.
+fn warn_if_unstaged(dir: BorrowedFd<'_>, path: &Path, existing: &Existing) {
+    match Temp::create(dir, 0o600) {
+        Ok(temp) => temp.discard(dir),
+        Err(e) if cannot_stage(&e) => {
+            let why = if existing.links > 1 {
+                format!("it has {} hard links", existing.links)
+            } else {
+                "its owner cannot be kept by a replacement".to_string()
+            };
+            log::warn!(
+                "'{}' is written in place ({why}) and no temporary file can be made beside it \
+                 ({e}): if writing fails (a full disk), its old content is lost",
+                path.display()
+            );
+        }
+        Err(e) => log::debug!("no temporary file beside '{}': {e}", path.display()),
     }
 }
 
@@ -749,7 +783,9 @@ fn still_there(dir: BorrowedFd<'_>, name: &OsStr, old: &Existing) -> bool {
 }
 
 /// Writes a temporary file in `dir` and renames it over `name`; the
-/// temporary file is removed when anything fails.
+/// temporary file is unnamed while it is written (`O_TMPFILE`), so nothing
+/// is left behind whatever ends flameprobe before the rename, and removed
+/// when anything fails.
 fn replace(
     dir: BorrowedFd<'_>,
     name: &OsStr,
@@ -759,39 +795,232 @@ fn replace(
     // A new file is created as a shell would (0666 minus the umask, or the
     // directory's default ACL); a replacement gets the old mode below.
     let mode = if existing.is_some() { 0o600 } else { 0o666 };
-    let (tmp_name, file) = create_temp(dir, mode)?;
+    let temp = Temp::create(dir, mode)?;
     let result = (|| {
-        let mut w = BufWriter::new(&file);
-        fill(&mut w)?;
-        w.flush()?;
+        let mut w = BufWriter::new(temp.file());
+        fill(&mut w).and_then(|()| w.flush()).map_err(|e| {
+            if existing.is_some() {
+                no_room(e)
+            } else {
+                e
+            }
+        })?;
         drop(w);
         match existing {
-            Some(old) => keep_owner_and_mode(&file, old)?,
-            None => give_to_sudo_user(&file),
+            Some(old) => keep_owner_and_mode(temp.file(), old)?,
+            None => give_to_sudo_user(temp.file()),
         }
-        file.sync_all()?;
-        nix::fcntl::renameat(dir, tmp_name.as_str(), dir, name)?;
+        temp.file().sync_all()?;
+        let linked = temp.link(dir)?;
+        nix::fcntl::renameat(dir, linked.as_str(), dir, name).inspect_err(|_| {
+            let _ = nix::unistd::unlinkat(dir, linked.as_str(), UnlinkatFlags::NoRemoveDir);
+        })?;
         Ok(())
     })();
-    if result.is_err() {
-        let _ = nix::unistd::unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-    }
+    temp.discard(dir);
     result
 }
 
-/// Creates a new temporary file in `dir` (never following anything).
-fn create_temp(dir: BorrowedFd<'_>, mode: u32) -> io::Result<(String, File)> {
+/// Writes a regular file in place (it has other hard links, or its owner
+/// cannot be kept) without risking its old content: the new content is
+/// written to a temporary file in the same directory first (so a full disk
+/// fails there), room for it is reserved in the file (`fallocate`), and
+/// only then is it copied over the old content. Where no temporary file
+/// can be made in the directory (said when the output was prepared), the
+/// file is truncated and written directly.
+fn write_regular_in_place(
+    dir: BorrowedFd<'_>,
+    file: File,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let temp = match Temp::create(dir, 0o600) {
+        Ok(t) => t,
+        Err(e) if cannot_stage(&e) => {
+            log::debug!("no temporary file beside the output ({e}); writing in place");
+            file.set_len(0)?;
+            return write_through(file, fill);
+        }
+        Err(e) => return Err(e),
+    };
+    let result = (|| {
+        let mut w = BufWriter::new(temp.file());
+        fill(&mut w).and_then(|()| w.flush()).map_err(no_room)?;
+        drop(w);
+        let len = temp.file().metadata()?.len();
+        let mut from = temp.file();
+        io::Seek::rewind(&mut from)?;
+        match reserve(&file, len) {
+            Ok(()) => {
+                let copied = io::copy(&mut from, &mut &file)?;
+                if copied != len {
+                    return Err(io::Error::other(
+                        "the temporary copy changed while it was copied",
+                    ));
+                }
+            }
+            // Room for one copy only: hold the new content in memory, free
+            // the temporary file and try again.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && len <= MAX_HELD_OUTPUT => {
+                let mut held = Vec::new();
+                held.try_reserve_exact(len as usize)
+                    .map_err(|_| no_room_beside(e))?;
+                io::Read::read_to_end(&mut from, &mut held)?;
+                temp.truncate()?;
+                reserve(&file, len).map_err(no_room)?;
+                (&file).write_all(&held)?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Err(no_room_beside(e)),
+            Err(e) => return Err(e),
+        }
+        file.set_len(len)?;
+        Ok(())
+    })();
+    temp.discard(dir);
+    result
+}
+
+/// The most output held in memory when the disk has room for one copy
+/// only (see [`write_regular_in_place`]).
+const MAX_HELD_OUTPUT: u64 = 256 << 20;
+
+/// A full disk (or quota) says that nothing was lost; other errors pass.
+fn no_room(e: io::Error) -> io::Error {
+    if !matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!("{e}; the old content is kept: free some space and try again"),
+    )
+}
+
+fn no_room_beside(e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: no room for the new content beside the old one; the old content is kept: free \
+             some space and try again"
+        ),
+    )
+}
+
+/// A temporary file cannot be made in the directory, for a reason that a
+/// direct write does not share (no write permission on the directory, no
+/// `O_TMPFILE` and no free name).
+fn cannot_stage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::EEXIST)
+    ) || e.kind() == io::ErrorKind::AlreadyExists
+}
+
+/// Reserves the blocks of `len` bytes of `file` without changing its size
+/// or content, so that writing them cannot fail for lack of space; a file
+/// system without `fallocate` goes without.
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Ok(());
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a descriptor we own; it touches no memory of ours.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// A temporary file in the output's directory: unnamed (`O_TMPFILE`) where
+/// the file system allows it, else named `.flameprobe-<random>` (and
+/// removed by [`discard`](Self::discard)).
+struct Temp {
+    file: File,
+    name: Option<String>,
+}
+
+impl Temp {
+    fn create(dir: BorrowedFd<'_>, mode: u32) -> io::Result<Temp> {
+        match nix::fcntl::openat(
+            dir,
+            ".",
+            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        ) {
+            Ok(fd) => {
+                return Ok(Temp {
+                    file: File::from(fd),
+                    name: None,
+                })
+            }
+            // A kernel or file system without O_TMPFILE.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (name, file) = create_temp(dir, mode)?;
+        Ok(Temp {
+            file,
+            name: Some(name),
+        })
+    }
+
+    fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Frees the file's blocks (its content was taken elsewhere).
+    fn truncate(&self) -> io::Result<()> {
+        self.file.set_len(0)
+    }
+
+    /// Gives the file a temporary name in `dir` (it has one already when
+    /// it is not unnamed), to be renamed over the output.
+    fn link(&self, dir: BorrowedFd<'_>) -> io::Result<String> {
+        if let Some(name) = &self.name {
+            return Ok(name.clone());
+        }
+        let own = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let (name, ()) = with_temp_name(|name| {
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                own.as_str(),
+                dir,
+                name,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+            .or_else(|e| match e {
+                // No /proc: the descriptor itself (needs CAP_DAC_READ_SEARCH).
+                Errno::ENOENT => {
+                    nix::unistd::linkat(self.file.as_fd(), "", dir, name, AtFlags::AT_EMPTY_PATH)
+                }
+                e => Err(e),
+            })
+        })?;
+        Ok(name)
+    }
+
+    /// Removes a named temporary file that was not renamed (an unnamed one
+    /// goes with its descriptor).
+    fn discard(self, dir: BorrowedFd<'_>) {
+        if let Some(name) = &self.name {
+            let _ = nix::unistd::unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// Calls `make` with fresh `.flameprobe-<random>` names until one is free.
+fn with_temp_name<T>(mut make: impl FnMut(&str) -> nix::Result<T>) -> io::Result<(String, T)> {
     use std::hash::BuildHasher;
     let seed = std::collections::hash_map::RandomState::new();
     for attempt in 0u32..100 {
         let name = format!(".flameprobe-{:016x}", seed.hash_one(attempt));
-        match nix::fcntl::openat(
-            dir,
-            name.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode),
-        ) {
-            Ok(fd) => return Ok((name, File::from(fd))),
+        match make(&name) {
+            Ok(v) => return Ok((name, v)),
             Err(Errno::EEXIST) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -800,6 +1029,19 @@ fn create_temp(dir: BorrowedFd<'_>, mode: u32) -> io::Result<(String, File)> {
         io::ErrorKind::AlreadyExists,
         "no free name for a temporary file",
     ))
+}
+
+/// Creates a new named temporary file in `dir` (never following anything).
+fn create_temp(dir: BorrowedFd<'_>, mode: u32) -> io::Result<(String, File)> {
+    let (name, fd) = with_temp_name(|name| {
+        nix::fcntl::openat(
+            dir,
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+    })?;
+    Ok((name, File::from(fd)))
 }
 
 /// Gives the replacement the owner, group and mode of the file it replaces

@@ -371,3 +371,129 @@ fn a_command_never_writes_into_the_profile() {
         );
     }
 }
+
+/// A folded file of `stacks` distinct stacks (about 40 bytes each).
+fn many_stacks(path: &Path, stacks: usize) {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(stacks * 40);
+    for i in 0..stacks {
+        let _ = writeln!(text, "main;worker_{};leaf_{} {}", i % 97, i, i % 7 + 1);
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// A file with two hard links on a full disk (a small tmpfs in a private
+/// mount namespace): a write that does not fit fails and the old content
+/// stays, through both names; with room for one copy only the write still
+/// succeeds; with room it succeeds and the links stay shared. Nothing else
+/// is left in the directory. The file used to be truncated and written in
+/// place, so a full disk destroyed it.
+#[test]
+fn a_full_disk_keeps_a_hard_linked_file() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.folded");
+    many_stacks(&input, 12_000);
+    let new = run_ok(&["convert", s(&input), "-o", "-"]).stdout;
+    assert!(new.len() > 250_000 && new.len() < 450_000, "{}", new.len());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // tmpfs sizes: no room for the new content; room for one copy only;
+    // room for both.
+    for (size_k, fits) in [(200, false), (600, true), (2048, true)] {
+        let script = format!(
+            "set -e; mount -t tmpfs -o size={size_k}k none '{m}'; printf 'old 1\\n' > '{m}/a'; \
+             ln '{m}/a' '{m}/b'; set +e; '{bin}' convert '{input}' -f folded -o '{m}/a'; echo \"rc=$?\" >&2; \
+             stat -c 'links=%h' '{m}/b' >&2; ls -A '{m}' | tr '\\n' ' ' >&2; echo >&2; \
+             exec cat '{m}/b'",
+            m = s(&mnt),
+            bin = env!("CARGO_BIN_EXE_flameprobe"),
+            input = s(&input),
+        );
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(err.contains("links=2\na b \n"), "{size_k}k: {err}");
+        if fits {
+            assert!(err.contains("rc=0"), "{size_k}k: {err}");
+            assert!(
+                out.stdout == new,
+                "{size_k}k: the new content through the other link"
+            );
+        } else {
+            assert!(err.contains("rc=1"), "{size_k}k: {err}");
+            assert!(
+                err.contains("No space left on device") && err.contains("the old content is kept"),
+                "{size_k}k: {err}"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "old 1\n",
+                "{size_k}k: {err}"
+            );
+        }
+    }
+}
+
+/// Killed while it writes its output (SIGKILL, the OOM killer), flameprobe
+/// leaves no `.flameprobe-*` temporary file behind, and the old file is
+/// intact: the temporary file has no name until it is complete.
+#[test]
+fn a_kill_during_the_write_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.folded");
+    many_stacks(&input, 600_000);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let old = out_dir.join("p.folded");
+    std::fs::write(&old, "old 1\n").unwrap();
+    let mut caught = 0;
+    for _ in 0..10 {
+        let mut child = flameprobe()
+            .args(["convert", s(&input), "-o", s(&old)])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let fds = format!("/proc/{}/fd", child.id());
+        // Until the output's temporary file is open (or the child ended).
+        let writing = loop {
+            let open: Vec<PathBuf> = std::fs::read_dir(&fds)
+                .map(|d| {
+                    d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if open.iter().any(|p| p.starts_with(&out_dir) && *p != old) {
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        };
+        if writing {
+            let _ = child.kill();
+            caught += 1;
+        }
+        let _ = child.wait();
+        let names: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["p.folded"], "left behind");
+        // The old file, or (killed just after the rename) all of the new.
+        let now = std::fs::read(&old).unwrap();
+        assert!(
+            now == b"old 1\n" || now.len() > 1_000_000,
+            "{} bytes",
+            now.len()
+        );
+        if caught >= 3 {
+            break;
+        }
+        std::fs::write(&old, "old 1\n").unwrap();
+    }
+    assert!(caught > 0, "never caught flameprobe while it wrote");
+}
