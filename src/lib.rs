@@ -23,6 +23,28 @@
 //! in `container`, JIT runtimes in `jit`. `docs/architecture.md` has the
 //! module table and how to add a probe kind.
 
+/// Like std's `eprintln!`, but a message that cannot be written is dropped:
+/// std's panics when stderr fails (`2>/dev/full`, a closed pipe), which
+/// would turn a recording whose output was written into exit code 101.
+/// Defined before the modules, it shadows std's in all of them (and
+/// `main` imports it), so no message on stderr can panic.
+#[macro_export]
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Like std's `eprint!`, without the panic (see [`eprintln!`]).
+#[macro_export]
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::write!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod allocator;
 pub mod buildid;
 pub mod cli;
@@ -34,6 +56,7 @@ pub mod doctor;
 pub mod generate;
 pub mod input;
 pub mod jit;
+pub mod limits;
 pub mod output;
 pub mod probe;
 pub mod proc;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flameprobe::cli::{Cli, Cmd, EXIT_ERROR, EXIT_USAGE};
+// Messages on stderr that cannot be written are dropped, never a panic.
+use flameprobe::eprintln;
 use flameprobe::{convert, diff, doctor, generate, push, record, report};
 
 fn main() -> ExitCode {
@@ -18,6 +20,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    // A recording holds a descriptor per binary it has seen.
+    if let Err(e) = flameprobe::limits::raise_nofile() {
+        log::debug!("cannot read the open-file limit: {e}");
+    }
     let result = match cli.command {
         Cmd::Record(args) => match args.into_config() {
             Ok(config) => record::run(&config),

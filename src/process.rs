@@ -22,6 +22,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -166,6 +168,8 @@ pub struct ProcessTable {
     events: Option<Box<dyn MapEventSource>>,
     /// Events the source lost.
     pub events_lost: u64,
+    /// Binaries not opened because flameprobe ran out of descriptors.
+    pub fds_exhausted: u64,
     /// Counter for `ProcessInfo::version`.
     snapshots: u64,
     /// Container lookups, created at the first process seen.
@@ -448,9 +452,18 @@ impl ProcessTable {
                 }
             },
         };
+        // Only binaries hold code: a file mapped without execute permission
+        // (data, caches, archives) is not opened, as it needs a descriptor
+        // for the whole recording. A binary's other segments share its
+        // handle.
+        let code: HashSet<FileKey> = entries
+            .iter()
+            .filter(|e| e.executable && e.is_file())
+            .map(FileKey::of_map_entry)
+            .collect();
         let mut mappings = Vec::with_capacity(entries.len());
         for entry in entries {
-            let module = if entry.is_file() {
+            let module = if entry.is_file() && code.contains(&FileKey::of_map_entry(&entry)) {
                 self.open_module(pid, &entry)
             } else {
                 None
@@ -524,10 +537,25 @@ impl ProcessTable {
         if let Some(f) = self.files.get(&key) {
             return Some(f.clone());
         }
-        let file = match open(entry) {
+        let opened = open(entry).and_then(|f| {
+            // Descriptors are numbered lowest free first: a high number
+            // means the binaries' share of the limit is used up.
+            if f.as_raw_fd() as u64 >= crate::limits::binary_fd_ceiling() {
+                Err(NotOpened::Open(SafeOpenError::Io(
+                    io::Error::from_raw_os_error(libc::EMFILE),
+                )))
+            } else {
+                Ok(f)
+            }
+        });
+        let file = match opened {
             Ok(f) => f,
             Err(why) => {
-                if self.unopened.insert(key) {
+                let first = self.unopened.insert(key);
+                if first && why.is_fd_exhaustion() {
+                    self.fds_exhausted += 1;
+                }
+                if first {
                     log::info!(
                         "pid {pid}: {}: not opened, its frames stay unsymbolized: {why}",
                         entry.path
@@ -571,6 +599,13 @@ impl fmt::Display for NotOpened {
 }
 
 impl std::error::Error for NotOpened {}
+
+impl NotOpened {
+    /// flameprobe ran out of file descriptors (not the binary's fault).
+    pub fn is_fd_exhaustion(&self) -> bool {
+        matches!(self, NotOpened::Open(SafeOpenError::Io(e)) if crate::limits::is_exhausted(e))
+    }
+}
 
 /// Opens the file that mapping `entry` of process `pid` maps, for reading:
 /// through `/proc/PID/map_files` (the exact mapped inode, also when it was

@@ -57,6 +57,9 @@ impl fmt::Display for SafeOpenError {
             SafeOpenError::Io(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 f.write_str("the path goes through a symbolic link that is not allowed")
             }
+            SafeOpenError::Io(e) if crate::limits::is_exhausted(e) => {
+                f.write_str(&crate::limits::exhausted_hint())
+            }
             SafeOpenError::Io(e) => write!(f, "{e}"),
             SafeOpenError::NotRegular(what) => write!(f, "not a regular file (a {what})"),
             SafeOpenError::TooLarge { size, limit } => {

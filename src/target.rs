@@ -289,6 +289,8 @@ impl LaunchedCommand {
         let mut argp: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         argp.push(std::ptr::null());
         let stderr_fd = io::stderr().as_raw_fd();
+        // The command gets the open-file limit flameprobe was started with.
+        let nofile = crate::limits::original_nofile();
         // SAFETY: between fork and exec the child only calls
         // async-signal-safe functions on memory prepared before the fork.
         match unsafe { fork() }.map_err(|e| spawn_err(e.into()))? {
@@ -305,6 +307,9 @@ impl LaunchedCommand {
                 }
                 if stdout_to_stderr {
                     libc::dup2(stderr_fd, 1);
+                }
+                if let Some(limit) = &nofile {
+                    libc::setrlimit(libc::RLIMIT_NOFILE, limit);
                 }
                 libc::execvp(argp[0], argp.as_ptr());
                 let errno = *libc::__errno_location();

@@ -562,6 +562,33 @@ pub fn process_memory_check(
     }
 }
 
+/// The open-file limit (soft, hard) as flameprobe runs with it (its soft
+/// limit raised to the hard one at start): a recording holds a descriptor
+/// per distinct binary it sees.
+pub fn open_files_check(limits: io::Result<(u64, u64)>) -> Check {
+    const NAME: &str = "open files";
+    let low = crate::limits::LOW_NOFILE;
+    match limits {
+        Ok((soft, hard)) if soft.min(hard) >= low => Check::ok(
+            NAME,
+            format!("flameprobe may open {soft} files (hard limit {hard}, which it raises to)"),
+        ),
+        Ok((soft, hard)) => Check::warn(
+            NAME,
+            format!(
+                "flameprobe may open only {soft} files (hard limit {hard}): a recording holds one \
+                 descriptor per binary it sees, so on a busy host (a thousand binaries and more) \
+                 some stay unsymbolized, or a probe fails with \"too many open files\""
+            ),
+            format!(
+                "raise the hard limit to {low} or more: `ulimit -Hn 65536` as root before \
+                 flameprobe, LimitNOFILE= in a systemd unit, --ulimit nofile= for a container"
+            ),
+        ),
+        Err(e) => Check::info(NAME, format!("cannot read the open-file limit ({e})")),
+    }
+}
+
 /// A direct test's result as a check; where this process may not test,
 /// the kernel version decides (and the finding says so).
 fn tested_check(
@@ -1160,6 +1187,8 @@ pub fn diagnose() -> Report {
         privs,
     ));
 
+    checks.push(open_files_check(crate::limits::nofile()));
+
     // Containers and JVMs.
     let layout = cgroup::parse_cgroup_layout(&mountinfo);
     checks.push(cgroup_check(&layout));
@@ -1487,6 +1516,17 @@ mod tests {
         assert!(c.fix.as_deref().unwrap().contains("reboot"), "{c:?}");
         let c = process_memory_check(Some(1), what, &eperm(), BPF_PERFMON);
         assert!(c.fix.as_deref().unwrap().contains("setcap"), "{c:?}");
+    }
+
+    #[test]
+    fn a_low_open_file_limit_is_reported() {
+        assert_eq!(open_files_check(Ok((20_000, 20_000))).status, Status::Ok);
+        let c = open_files_check(Ok((16, 16)));
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.finding.contains("only 16 files"), "{c:?}");
+        assert!(c.fix.as_deref().unwrap().contains("ulimit -Hn"), "{c:?}");
+        let c = open_files_check(Err(io::Error::from_raw_os_error(libc::EPERM)));
+        assert_eq!(c.status, Status::Info);
     }
 
     #[test]

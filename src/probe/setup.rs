@@ -48,6 +48,8 @@ pub enum ProbeError {
     NoBtf,
     #[error("loading the BPF program failed: {0} (run with -v to see libbpf's log)")]
     Load(String),
+    #[error("{0}")]
+    Descriptors(String),
     #[error("attaching the BPF program failed: {0}")]
     Attach(String),
 }
@@ -55,12 +57,12 @@ pub enum ProbeError {
 impl ProbeError {
     /// A libbpf error while opening or loading a program.
     pub(crate) fn load(e: libbpf_rs::Error) -> Self {
-        ProbeError::Load(format!("{e:#}"))
+        ProbeError::Load(crate::limits::explain(format!("{e:#}")))
     }
 
     /// An error while attaching `what`.
     pub(crate) fn attach(what: &str, e: impl std::fmt::Display) -> Self {
-        ProbeError::Attach(format!("{what}: {e:#}"))
+        ProbeError::Attach(crate::limits::explain(format!("{what}: {e:#}")))
     }
 }
 
@@ -89,6 +91,9 @@ pub fn check_bpf_support() -> Result<(), ProbeError> {
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(ProbeError::NoBtf);
     }
+    let cpus = super::perf::online_cpus().map_or(1, |c| c.len());
+    crate::limits::check_headroom(crate::limits::bpf_needs(cpus))
+        .map_err(ProbeError::Descriptors)?;
     Ok(())
 }
 

@@ -576,13 +576,14 @@ fn build_profile(
     let mut stacks = collected.stacks;
     let dropped = stacks.dropped;
     let map_events_lost = stacks.table.events_lost;
+    let fds_exhausted = stacks.table.fds_exhausted;
     let mut jit = std::mem::take(&mut stacks.jit).finish(&jit_options(config));
     let mut symbolizer = Symbolizer::new();
     jit.install(&mut symbolizer);
     let mut profile = stacks.into_profile(collected.sample_types, meta, &mut symbolizer);
     profile.period = collected.period;
     let mut summary_info = collected.summary;
-    loss_notes(&mut summary_info, dropped, map_events_lost);
+    loss_notes(&mut summary_info, dropped, map_events_lost, fds_exhausted);
     summary_info.notes.extend(jit.warnings());
     summary_info.quality_notes = jit.quality_lines(&profile);
     Ok(Some(Done {
@@ -624,7 +625,7 @@ fn jit_options(config: &RecordConfig) -> JitOptions {
 }
 
 /// The summary's warnings about what was left out.
-fn loss_notes(info: &mut SummaryInfo, dropped: u64, map_events_lost: u64) {
+fn loss_notes(info: &mut SummaryInfo, dropped: u64, map_events_lost: u64, fds_exhausted: u64) {
     if dropped > 0 {
         info.notes.push(format!(
             "warning: {dropped} events of new stacks were left out: more than {} distinct \
@@ -636,6 +637,13 @@ fn loss_notes(info: &mut SummaryInfo, dropped: u64, map_events_lost: u64) {
         info.notes.push(format!(
             "warning: {map_events_lost} of the kernel's mmap/fork/exec records were lost (its \
              buffer was full): processes that lived only milliseconds may show [unmapped] frames"
+        ));
+    }
+    if fds_exhausted > 0 {
+        info.notes.push(format!(
+            "warning: {fds_exhausted} binaries were not opened, so their frames stay \
+             unsymbolized: {}",
+            crate::limits::exhausted_hint()
         ));
     }
 }
@@ -734,6 +742,7 @@ fn finish_windows(
         .context("continuous mode needs --push")?;
     let dropped = collected.stacks.dropped;
     let map_events_lost = collected.stacks.table.events_lost;
+    let fds_exhausted = collected.stacks.table.fds_exhausted;
     let jit = std::mem::take(&mut collected.stacks.jit).finish(&jit_options(config));
     let limit = push.timeout + Duration::from_secs(5);
     let finished = windows.finish(session, rec.recorded, &mut collected, jit, limit)?;
@@ -742,6 +751,7 @@ fn finish_windows(
         &mut info,
         dropped + finished.dropped_stacks,
         map_events_lost,
+        fds_exhausted,
     );
     info.notes.extend(finished.jit_warnings.iter().cloned());
     if finished.not_merged > 0 {

@@ -2,7 +2,7 @@
 //! ids, kernel threads, repeated pids, commands that fail or outlive the
 //! recording, a second interrupt, a command whose probes cannot attach.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::util::*;
@@ -164,4 +164,107 @@ fn a_held_command_is_not_left_behind_when_attaching_fails() {
         .filter(|c| c.contains("held-marker.folded"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// stderr that cannot be written (`2>/dev/full`): the summary is lost, not
+/// the recording: the output is written and the exit code is 0, not a
+/// panic's 101 ("failed printing to stderr").
+#[test]
+fn an_unwritable_stderr_is_no_panic() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = ratio_target("ratio-fp", FP_FLAGS);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.folded");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = flameprobe()
+        .args(["record", "-v", "-d", "500ms", "-o"])
+        .arg(&path)
+        .args(["--", bin.to_str().unwrap(), "1"])
+        .stderr(Stdio::from(full))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let folded = read_folded(&path);
+    assert!(leaf_weight(&folded, "hot_a") > 0, "{folded:?}");
+}
+
+/// Running out of file descriptors is named as what it is. With a hard
+/// limit too low for the BPF objects, `record` refuses to start and says
+/// "too many open files" (not libbpf's "Invalid argument"); with a low
+/// soft limit, the soft limit is raised to the hard one (and the launched
+/// command still gets the original); with room for the BPF objects but not
+/// for every binary (many distinct copies of a program), the recording
+/// finishes and the summary says how many binaries were not opened, and
+/// why.
+#[test]
+fn running_out_of_descriptors_is_named() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let prlimit = |limit: String, args: &[&str]| {
+        Command::new("prlimit")
+            .arg(format!("--nofile={limit}"))
+            .arg(env!("CARGO_BIN_EXE_flameprobe"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = prlimit(
+        "16:16".into(),
+        &["record", "-d", "1s", "-o", "-", "--", "true"],
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("too many open files ("), "{err}");
+    assert!(!err.contains("Invalid argument"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("limit");
+    let script = format!("ulimit -n > '{}'; sleep 0.2", seen.display());
+    let out = prlimit(
+        "16:20000".into(),
+        &[
+            "record", "--probe", "wall", "-d", "1s", "-o", "-", "--", "sh", "-c", &script,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "16");
+
+    // Many distinct binaries, a limit with room for the BPF objects only.
+    let bin = build_c("blips.c", "blips", FP_FLAGS);
+    let copies = 150;
+    let mut targets = Vec::new();
+    for i in 0..copies {
+        let copy = dir.path().join(format!("blips{i}"));
+        std::fs::copy(&bin, &copy).unwrap();
+        let child = Command::new(&copy).stdout(Stdio::null()).spawn().unwrap();
+        targets.push(Target { child });
+    }
+    let pids: Vec<String> = targets.iter().map(|t| t.pid().to_string()).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let limit = flameprobe::limits::bpf_needs(cpus) + 16;
+    let path = dir.path().join("many.folded");
+    let out = prlimit(
+        format!("{limit}:{limit}"),
+        &[
+            "record",
+            "-p",
+            &pids.join(","),
+            "-d",
+            "3s",
+            "-o",
+            path.to_str().unwrap(),
+        ],
+    );
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!read_folded(&path).is_empty());
+    let line = err
+        .lines()
+        .find(|l| l.contains("binaries were not opened"))
+        .unwrap_or_else(|| panic!("no line says binaries were not opened: {err}"));
+    assert!(line.contains("too many open files ("), "{line}");
 }
