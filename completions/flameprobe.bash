@@ -563,7 +563,7 @@ _flameprobe() {
             return 0
             ;;
         flameprobe__subcmd__report)
-            opts="-v -h --tree --focus --min-percent --top --by-thread --json --diff --sample-type --verbose --help"
+            opts="-v -h --tree --focus --min-percent --top --by-thread --no-inline --json --diff --sample-type --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

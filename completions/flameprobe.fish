@@ -98,6 +98,7 @@ complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l diff -d
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l sample-type -d 'With --diff: the value compared, a sample type both profiles have: its name (samples, cpu, ...) or name/unit [default: the value the report shows]' -r
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l tree -d 'Also print the merged call tree: total, self and count per frame'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l by-thread -d 'Also print each thread\'s totals (for wall-clock profiles: total, on-CPU and off-CPU time)'
+complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l no-inline -d 'Give the time of inlined functions (`name_[i]` frames) to the function they were inlined into: the top table then agrees with profilers that do not show inlining (perf without --inline)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -l json -d 'Print the report (top table and tree) as JSON'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -s v -l verbose -d 'More messages on stderr (-v: details and libbpf\'s log, -vv: debug)'
 complete -c flameprobe -n "__fish_flameprobe_using_subcommand report" -s h -l help -d 'Print help'

@@ -431,6 +431,11 @@ pub struct ReportArgs {
     /// on-CPU and off-CPU time).
     #[arg(long)]
     pub by_thread: bool,
+    /// Give the time of inlined functions (`name_[i]` frames) to the
+    /// function they were inlined into: the top table then agrees with
+    /// profilers that do not show inlining (perf without --inline).
+    #[arg(long)]
+    pub no_inline: bool,
     /// Print the report (top table and tree) as JSON.
     #[arg(long)]
     pub json: bool,
@@ -531,6 +536,7 @@ impl DiffArgs {
             names: crate::profile::FrameNameOptions {
                 threads: !self.no_threads,
                 group_by: self.group_by,
+                ..Default::default()
             },
             title: self.title,
             min_width: self.min_width,
@@ -579,6 +585,7 @@ impl ReportArgs {
                 min_percent: self.min_percent,
                 top: self.top,
                 by_thread: self.by_thread,
+                no_inline: self.no_inline,
             },
             json: self.json,
             diff_base: self.diff,
@@ -833,6 +840,7 @@ impl RecordArgs {
             p.folded = crate::profile::FrameNameOptions {
                 threads: config.threads,
                 group_by: config.group_by,
+                ..Default::default()
             };
         }
         Ok(config)

@@ -16,6 +16,7 @@ pub fn run(config: &ConvertConfig) -> Result<()> {
         folded: FrameNameOptions {
             threads: config.threads,
             group_by: config.group_by,
+            ..FrameNameOptions::default()
         },
     };
     if let Some(note) = output::order_note(&profile, config.format, &opts) {

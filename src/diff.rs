@@ -601,6 +601,7 @@ mod tests {
         let by_comm = FrameNameOptions {
             threads: true,
             group_by: crate::profile::GroupBy::Comm,
+            ..FrameNameOptions::default()
         };
         let p = folded("[12]app;main 3\n[13]app;main 2\n");
         assert_eq!(

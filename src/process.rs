@@ -79,14 +79,19 @@ pub struct ModuleFile {
 impl ModuleFile {
     /// A path that reaches this exact file for as long as flameprobe runs.
     pub fn fd_path(&self) -> PathBuf {
-        use std::os::fd::AsRawFd;
-        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        fd_path(&self.file)
     }
 
     /// File name without directories, for `module+0xoffset` names.
     pub fn base_name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
     }
+}
+
+/// A path that reaches an open file of ours for as long as it is open.
+pub fn fd_path(file: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 /// One mapping of a process, with its binary when file backed.

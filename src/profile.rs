@@ -5,7 +5,7 @@
 //! and its weights. A location is one code address in one module; inlined
 //! functions make it carry several [`Line`]s (innermost first, as in pprof).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 pub use crate::timeline::Timeline;
@@ -283,6 +283,11 @@ pub struct Profile {
     pub modules: Vec<Module>,
     pub locations: Vec<Location>,
     pub stacks: Vec<Stack>,
+    /// Locations known by address to start a process or thread (the
+    /// function holding a binary's ELF entry point, named or stripped),
+    /// so a stack ending there was unwound completely. Filled when
+    /// recording; converted files leave it empty (names decide then).
+    pub entries: BTreeSet<LocationId>,
     /// The samples in the order they were taken, for the probes that
     /// stream them (empty otherwise): read by the time-ordered views
     /// (speedscope, flame charts), ignored by the aggregating ones.
@@ -303,6 +308,7 @@ impl Profile {
             modules: Vec::new(),
             locations: Vec::new(),
             stacks: Vec::new(),
+            entries: BTreeSet::new(),
             timeline: Timeline::default(),
             location_index: HashMap::new(),
             module_index: HashMap::new(),
@@ -392,6 +398,9 @@ impl Profile {
                     loc.module = Some(id);
                 }
                 let id = self.intern_location(loc);
+                if other.entries.contains(&l) {
+                    self.entries.insert(id);
+                }
                 locations[l] = Some(id);
                 ids.push(id);
             }
@@ -440,19 +449,25 @@ impl Profile {
 
     /// The frame names of a stack, root first, as flame graphs show them:
     /// label frames (`[pid]process`, thread) first, inlined functions
-    /// expanded, kernel frames suffixed `_[k]`.
+    /// expanded and suffixed `_[i]` (unless `opts.inline` is off, which
+    /// gives their code to the function they were inlined into), kernel
+    /// frames suffixed `_[k]`.
     pub fn frame_names(&self, stack: &Stack, opts: &FrameNameOptions) -> Vec<String> {
         let mut names = label_frames(&stack.labels, opts);
         for &loc in &stack.locations {
             let location = &self.locations[loc];
-            for line in location.lines.iter().rev() {
-                names.push(display_name(location.kind, &line.function));
+            let outermost = location.lines.len() - 1;
+            for (i, line) in location.lines.iter().enumerate().rev() {
+                if i == outermost || opts.inline {
+                    names.push(line_name(location, i < outermost, line));
+                }
             }
         }
         names
     }
 
-    /// Self weight per function name (the leaf frame of each stack), sorted
+    /// Self weight per function name (the leaf frame of each stack, the
+    /// innermost inlined function where code was inlined), sorted
     /// heaviest first, ties by name.
     pub fn top_self(&self) -> Vec<(String, u64)> {
         let mut by_name: HashMap<String, u64> = HashMap::new();
@@ -460,7 +475,7 @@ impl Profile {
             let name = match stack.locations.last() {
                 Some(&loc) => {
                     let l = &self.locations[loc];
-                    display_name(l.kind, &l.lines[0].function)
+                    line_name(l, l.lines.len() > 1, &l.lines[0])
                 }
                 None => continue,
             };
@@ -480,6 +495,9 @@ pub struct FrameNameOptions {
     pub threads: bool,
     /// How the process frame groups stacks.
     pub group_by: GroupBy,
+    /// Inlined functions as frames of their own (`name_[i]`); without,
+    /// their code counts as the function they were inlined into.
+    pub inline: bool,
 }
 
 impl Default for FrameNameOptions {
@@ -487,6 +505,7 @@ impl Default for FrameNameOptions {
         FrameNameOptions {
             threads: true,
             group_by: GroupBy::Pid,
+            inline: true,
         }
     }
 }
@@ -549,6 +568,19 @@ pub fn pod_display_name(namespace: Option<&str>, pod: &str) -> String {
         None => pod.to_string(),
     }
 }
+
+/// The name of one of a location's lines, `_[i]` when it was inlined
+/// (every line but the outermost, the function the code belongs to).
+pub fn line_name(location: &Location, inlined: bool, line: &Line) -> String {
+    if inlined && location.kind == FrameKind::User {
+        format!("{}{INLINED}", display_name(location.kind, &line.function))
+    } else {
+        display_name(location.kind, &line.function)
+    }
+}
+
+/// The suffix of inlined frames in folded stacks (inferno's).
+pub const INLINED: &str = "_[i]";
 
 /// A function name as shown in folded stacks (kernel frames get `_[k]`).
 /// Semicolons would split a frame in folded files, so they become colons.
@@ -695,10 +727,24 @@ mod tests {
         let names = p.frame_names(&p.stacks[0], &FrameNameOptions::threads(true));
         assert_eq!(
             names,
-            ["[7]app", "worker", "outer", "inner", "do_syscall_64_[k]"]
+            [
+                "[7]app",
+                "worker",
+                "outer",
+                "inner_[i]",
+                "do_syscall_64_[k]"
+            ]
         );
         let names = p.frame_names(&p.stacks[0], &FrameNameOptions::threads(false));
         assert_eq!(names[1], "outer");
+        let no_inline = FrameNameOptions {
+            inline: false,
+            ..FrameNameOptions::threads(false)
+        };
+        let names = p.frame_names(&p.stacks[0], &no_inline);
+        assert_eq!(names, ["[7]app", "outer", "do_syscall_64_[k]"]);
+        p.add(labels(7, "worker"), vec![inl], &[2]);
+        assert_eq!(p.top_self()[0], ("inner_[i]".to_string(), 2));
     }
 
     #[test]
@@ -731,6 +777,7 @@ mod tests {
         let by_comm = FrameNameOptions {
             threads: false,
             group_by: GroupBy::Comm,
+            ..FrameNameOptions::default()
         };
         assert_eq!(label_frames(&labels(3, "t"), &by_comm), ["app"]);
     }

@@ -1,4 +1,6 @@
-//! Stack quality: how many user stacks were unwound to their entry point,
+//! Stack quality: how many user stacks were unwound to their entry point
+//! (by address where the recording knows it, `Profile::entries`: stripped
+//! binaries name no `_start`; else by the entry functions' names),
 //! how many were cut short, and which binaries left frames unsymbolized
 //! (and which of them could not even be opened).
 
@@ -23,6 +25,7 @@ const ENTRY_POINTS: &[&str] = &[
     "__GI___clone",
     "runtime.goexit",
     "runtime.goexit.abi0",
+    "runtime.main",
     "runtime.rt0_go",
     "runtime.rt0_go.abi0",
     "runtime.mstart",
@@ -69,10 +72,12 @@ pub fn assess(profile: &Profile) -> StackQuality {
             .iter()
             .map(|&l| &profile.locations[l])
             .collect();
-        let user: Vec<&&Location> = locs
+        let is_user = |l: &Location| matches!(l.kind, FrameKind::User | FrameKind::Jit);
+        let user: Vec<&&Location> = locs.iter().filter(|l| is_user(l)).collect();
+        let root = stack
+            .locations
             .iter()
-            .filter(|l| matches!(l.kind, FrameKind::User | FrameKind::Jit))
-            .collect();
+            .find(|&&l| is_user(&profile.locations[l]));
         let truncated = locs
             .first()
             .is_some_and(|l| l.kind == FrameKind::Special && l.lines[0].function == "[truncated]");
@@ -82,8 +87,12 @@ pub fn assess(profile: &Profile) -> StackQuality {
         q.user_samples += count;
         if truncated {
             q.truncated += count;
-        } else if user.first().is_some_and(|root| {
-            ENTRY_POINTS.contains(&root.lines.last().map_or("", |l| l.function.as_str()))
+        } else if root.is_some_and(|&id| {
+            let name = profile.locations[id]
+                .lines
+                .last()
+                .map_or("", |l| l.function.as_str());
+            profile.entries.contains(&id) || ENTRY_POINTS.contains(&name)
         }) {
             q.reached_entry += count;
         }
@@ -235,6 +244,26 @@ mod tests {
         assert!(text.contains("30.0% truncated"), "{text}");
         assert!(text.contains("libfoo.so 30.0%"), "{text}");
         assert!(!text.contains("not opened"), "{text}");
+    }
+
+    #[test]
+    fn a_stripped_entry_function_is_known_by_address() {
+        let mut p = Profile::new(
+            vec![ValueType::new("samples", units::COUNT)],
+            Meta::default(),
+        );
+        let start = p.intern_location(Location {
+            kind: FrameKind::User,
+            module: None,
+            address: 0x3ac0,
+            lines: vec![Line::named("xz+0x3aa0")],
+        });
+        let other = p.intern_named(FrameKind::User, "xz+0x5000");
+        let leaf = p.intern_named(FrameKind::User, "xz+0x7000");
+        p.entries.insert(start);
+        p.add(Labels::default(), vec![start, leaf], &[3]);
+        p.add(Labels::default(), vec![other, leaf], &[1]);
+        assert_eq!(assess(&p).reached_entry, 3);
     }
 
     #[test]

@@ -15,7 +15,11 @@ use std::io::Write as _;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::profile::{label_frames, units, FrameNameOptions, Profile};
+use crate::profile::{label_frames, units, FrameNameOptions, Profile, INLINED};
+
+/// Said under a top table that has inlined functions.
+pub const INLINED_NOTE: &str = "  (name_[i]: inlined into its caller, with the self time of its \
+     code; `flameprobe report --no-inline` gives that to the caller)";
 
 /// Everything `report` needs.
 #[derive(Clone, Debug)]
@@ -43,6 +47,9 @@ pub struct ReportOptions {
     pub top: usize,
     /// Include the per-thread table in the text output.
     pub by_thread: bool,
+    /// Give the code of inlined functions to the function they were
+    /// inlined into (no `_[i]` frames).
+    pub no_inline: bool,
 }
 
 impl Default for ReportOptions {
@@ -53,6 +60,7 @@ impl Default for ReportOptions {
             min_percent: 1.0,
             top: 20,
             by_thread: false,
+            no_inline: false,
         }
     }
 }
@@ -296,7 +304,10 @@ pub fn build(profile: &Profile, opts: &ReportOptions) -> Report {
         Some((t, p)) if t.unit == units::NANOSECONDS => Some(*p),
         _ => None,
     };
-    let names_opts = FrameNameOptions::threads(true);
+    let names_opts = FrameNameOptions {
+        inline: !opts.no_inline,
+        ..FrameNameOptions::threads(true)
+    };
     let total_weight = profile.total(display);
     let mut nodes = vec![Building::default()];
     let mut functions: HashMap<String, FunctionTotals> = HashMap::new();
@@ -570,6 +581,10 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
     if report.top.is_empty() {
         out.push_str("  (no samples)\n");
     }
+    if report.top.iter().any(|r| r.name.ends_with(INLINED)) {
+        out.push_str(INLINED_NOTE);
+        out.push('\n');
+    }
 
     if opts.by_thread {
         render_threads(&mut out, profile, report);
@@ -710,6 +725,26 @@ main 1
         assert_eq!(r.top[0].name, "b");
         let main_row = r.top.iter().find(|t| t.name == "main").unwrap();
         assert_eq!((main_row.self_value, main_row.total), (1, 11));
+    }
+
+    #[test]
+    fn inlined_functions_get_self_time_unless_no_inline() {
+        let p = folded::parse("t", "main;work;helper_[i] 3\nmain;work 1\n").unwrap();
+        let r = build(&p, &ReportOptions::default());
+        assert_eq!(
+            (r.top[0].name.as_str(), r.top[0].self_value),
+            ("helper_[i]", 3)
+        );
+        let text = render_text(&p, &r, &ReportOptions::default());
+        assert!(text.contains("--no-inline"), "{text}");
+        let opts = ReportOptions {
+            no_inline: true,
+            ..ReportOptions::default()
+        };
+        let r = build(&p, &opts);
+        assert_eq!((r.top[0].name.as_str(), r.top[0].self_value), ("work", 4));
+        assert!(r.top.iter().all(|t| t.name != "helper_[i]"));
+        assert!(!render_text(&p, &r, &opts).contains("--no-inline"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::jit::tracker::JitTracker;
 use crate::process::{FileKey, ModuleFile, ProcessTable};
 use crate::profile::{FrameKind, Labels, Line, Location, Meta, Module, Profile, ValueType};
-use crate::symbolize::Symbolizer;
+use crate::symbolize::{vdso, Symbolizer};
 use crate::timeline::Timeline;
 
 /// One user frame, normalized.
@@ -257,6 +257,7 @@ impl WindowStacks {
         let mut kernel_addrs = Vec::new();
         let mut offsets: BTreeMap<FileKey, Vec<u64>> = BTreeMap::new();
         let mut jit_addrs: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        let mut vdso_offsets = Vec::new();
         for stack in self.stacks.keys() {
             kernel_addrs.extend_from_slice(&stack.kernel);
             for frame in &stack.user {
@@ -267,11 +268,15 @@ impl WindowStacks {
                     UserFrame::Pseudo {
                         pid, name, addr, ..
                     } if is_anonymous(name) => jit_addrs.entry(*pid).or_default().push(*addr),
+                    UserFrame::Pseudo { name, offset, .. } if name == vdso::MAPPING => {
+                        vdso_offsets.push(*offset);
+                    }
                     _ => {}
                 }
             }
         }
         symbolizer.prepare_kernel(&kernel_addrs);
+        symbolizer.prepare_vdso(&vdso_offsets);
         for (pid, addrs) in &jit_addrs {
             symbolizer.prepare_jit(*pid, addrs);
         }
@@ -305,9 +310,21 @@ impl WindowStacks {
             if stack.truncated {
                 locs.push(profile.intern_named(FrameKind::Special, "[truncated]"));
             }
-            for frame in stack.user.iter().rev() {
+            for (i, frame) in stack.user.iter().rev().enumerate() {
                 let loc = user_location(frame, symbolizer, &self.modules, &module_ids);
-                locs.push(profile.intern_location(loc));
+                let id = profile.intern_location(loc);
+                // The outermost frame, in the function of its binary's
+                // entry point: the stack is complete, named or not.
+                if let (0, UserFrame::File { key, offset }) = (i, frame) {
+                    let entry = self
+                        .modules
+                        .get(key)
+                        .is_some_and(|seen| symbolizer.in_entry_function(&seen.file, *offset));
+                    if entry {
+                        profile.entries.insert(id);
+                    }
+                }
+                locs.push(id);
             }
             for &addr in stack.kernel.iter().rev() {
                 let lines = symbolizer
@@ -369,6 +386,16 @@ fn user_location(
                     address: *addr,
                     lines: vec![line.clone()],
                 };
+            }
+            if name == vdso::MAPPING {
+                if let Some(lines) = symbolizer.vdso(*offset) {
+                    return Location {
+                        kind: FrameKind::User,
+                        module: None,
+                        address: *addr,
+                        lines: lines.to_vec(),
+                    };
+                }
             }
             let label = if name.is_empty() { "[anon]" } else { name };
             Location {

@@ -1,11 +1,13 @@
 //! Folded stacks: `frame;frame;...;leaf count` per line, root first.
 //!
 //! Frames are kept exactly (label frames like `[1234]app` included); the
-//! `_[k]` and `_[j]` suffixes become kernel and JIT frames, which the folded
-//! writer suffixes again, so folded -> profile -> folded is lossless.
+//! `_[k]` and `_[j]` suffixes become kernel and JIT frames, and a `_[i]`
+//! frame a function inlined into the frame before it (one location with
+//! several lines, as recorded), which the folded writer suffixes again, so
+//! folded -> profile -> folded is lossless.
 
 use super::{InputError, Position};
-use crate::profile::{units, FrameKind, Labels, Meta, Profile, ValueType};
+use crate::profile::{units, FrameKind, Labels, Line, Location, Meta, Profile, ValueType, INLINED};
 
 /// Splits a folded frame name into its kind and function name.
 pub fn frame_kind(frame: &str) -> (FrameKind, &str) {
@@ -46,12 +48,25 @@ pub fn parse(name: &str, text: &str) -> Result<Profile, InputError> {
         if stack.is_empty() {
             return Err(err("a count without a stack".into()));
         }
-        let locations = stack
-            .split(';')
-            .map(|frame| {
-                let (kind, function) = frame_kind(frame);
-                profile.intern_named(kind, function)
-            })
+        let mut frames: Vec<Location> = Vec::new();
+        for frame in stack.split(';') {
+            if let (Some(name), Some(caller)) = (frame.strip_suffix(INLINED), frames.last_mut()) {
+                if caller.kind == FrameKind::User {
+                    caller.lines.insert(0, Line::named(name));
+                    continue;
+                }
+            }
+            let (kind, function) = frame_kind(frame);
+            frames.push(Location {
+                kind,
+                module: None,
+                address: 0,
+                lines: vec![Line::named(function)],
+            });
+        }
+        let locations = frames
+            .into_iter()
+            .map(|l| profile.intern_location(l))
             .collect();
         profile.add(Labels::default(), locations, &[count]);
     }
@@ -86,6 +101,19 @@ mod tests {
         let k = p.stacks[0].locations[4];
         assert_eq!(p.locations[k].kind, FrameKind::Kernel);
         assert_eq!(p.locations[k].lines[0].function, "sys_read");
+    }
+
+    #[test]
+    fn inlined_frames_join_their_caller() {
+        let text = "helper_[i];x 1\nmain;work;helper_[i];leaf_[i] 3\n";
+        let p = parse("t", text).unwrap();
+        let work = &p.locations[p.stacks[1].locations[1]];
+        let names: Vec<&str> = work.lines.iter().map(|l| l.function.as_str()).collect();
+        assert_eq!(names, ["leaf", "helper", "work"]);
+        assert_eq!(p.stacks[1].locations.len(), 2);
+        let mut out = Vec::new();
+        folded::write(&p, &FrameNameOptions::default(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), text);
     }
 
     #[test]

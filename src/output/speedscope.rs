@@ -16,14 +16,14 @@
 //! samples, in nanoseconds since the first sample of the file.
 //!
 //! The writer reads only the profile model (names through
-//! [`display_name`], the one naming rule); serde escapes the JSON.
+//! [`line_name`], the one naming rule); serde escapes the JSON.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::profile::{display_name, label_frames, units, FrameNameOptions, Labels, Profile};
+use crate::profile::{label_frames, line_name, units, FrameNameOptions, Labels, Profile};
 use crate::timeline::{self, ThreadSamples};
 
 pub const SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
@@ -180,9 +180,10 @@ impl<'p> Frames<'p> {
         let mut out = Vec::with_capacity(stack.locations.len());
         for &loc in &stack.locations {
             let location = &profile.locations[loc];
-            for line in location.lines.iter().rev() {
+            let outermost = location.lines.len() - 1;
+            for (j, line) in location.lines.iter().enumerate().rev() {
                 out.push(self.intern(Frame {
-                    name: display_name(location.kind, &line.function),
+                    name: line_name(location, j < outermost, line),
                     file: line.file.clone(),
                     line: line.line,
                 }));
@@ -395,7 +396,7 @@ mod tests {
             .iter()
             .map(|f| f["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["main", "outer", "leaf", "do_syscall_64_[k]"]);
+        assert_eq!(names, ["main", "outer", "leaf_[i]", "do_syscall_64_[k]"]);
         assert_eq!(v["shared"]["frames"][0]["file"], "/src/app.c");
         assert_eq!(
             v["shared"]["frames"][0]["line"], 9,

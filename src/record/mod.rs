@@ -665,6 +665,7 @@ fn write_and_report(
         folded: FrameNameOptions {
             threads: config.threads,
             group_by: config.group_by,
+            ..FrameNameOptions::default()
         },
     };
     let order = output::order_note(profile, config.format, &opts).filter(|_| out.is_some());
@@ -940,6 +941,14 @@ pub(crate) fn summary(
             for (name, weight) in top.iter().take(5) {
                 let pct = 100.0 * *weight as f64 / total as f64;
                 out.push_str(&format!("  {pct:6.2}%  {name}\n"));
+            }
+            if top
+                .iter()
+                .take(5)
+                .any(|(n, _)| n.ends_with(crate::profile::INLINED))
+            {
+                out.push_str(crate::report::INLINED_NOTE);
+                out.push('\n');
             }
         }
     }

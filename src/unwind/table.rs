@@ -13,11 +13,12 @@
 //! the user-space unwinder's data) and shared by every process mapping it.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use gimli::{
-    BaseAddresses, CfaRule, CieOrFde, EhFrame, LittleEndian, RegisterRule, UnwindContext,
-    UnwindSection, X86_64,
+    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, RegisterRule,
+    UnwindContext, UnwindSection, X86_64,
 };
 
 use super::{module_ranges, FileUnwindInfo};
@@ -144,8 +145,16 @@ impl CfiTables {
 impl FileUnwindInfo {
     /// This binary's `.eh_frame` compiled into rows.
     pub(super) fn rows(&self) -> Result<Vec<Row>, String> {
+        match self.eh_frame_data()? {
+            Some((data, bases)) => compile(data, &bases),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The `.eh_frame` section and the bases its pointers are relative to.
+    fn eh_frame_data(&self) -> Result<Option<(&[u8], BaseAddresses)>, String> {
         let Some((svma, range)) = &self.eh_frame else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let data = self.map.get(range.clone()).ok_or("truncated .eh_frame")?;
         let mut bases = BaseAddresses::default().set_eh_frame(svma.start);
@@ -158,7 +167,47 @@ impl FileUnwindInfo {
         if let Some(got) = &self.got {
             bases = bases.set_got(got.start);
         }
-        compile(data, &bases)
+        Ok(Some((data, bases)))
+    }
+}
+
+/// The link-time address range of every FDE of a binary's `.eh_frame`
+/// and `.debug_frame`, sorted by start: where its functions with CFI
+/// begin and end, symbols or not (stripped binaries keep their CFI).
+pub fn fde_ranges(file: &crate::process::ModuleFile) -> Result<Vec<Range<u64>>, String> {
+    let info = FileUnwindInfo::load(file)?;
+    let mut out = Vec::new();
+    if let Some((data, bases)) = info.eh_frame_data()? {
+        push_fde_ranges(&EhFrame::new(data, LittleEndian), &bases, &mut out);
+    }
+    if let Some(data) = info
+        .debug_frame
+        .as_ref()
+        .and_then(|r| info.map.get(r.clone()))
+    {
+        let bases = BaseAddresses::default();
+        push_fde_ranges(&DebugFrame::new(data, LittleEndian), &bases, &mut out);
+    }
+    out.retain(|r| r.end > r.start);
+    out.sort_by_key(|r| (r.start, r.end));
+    out.dedup_by_key(|r| r.start);
+    Ok(out)
+}
+
+fn push_fde_ranges<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
+    section: &S,
+    bases: &BaseAddresses,
+    out: &mut Vec<Range<u64>>,
+) {
+    let mut entries = section.entries(bases);
+    // Keep what was read before a malformed entry.
+    while let Ok(Some(entry)) = entries.next() {
+        if let CieOrFde::Fde(partial) = entry {
+            if let Ok(fde) = partial.parse(S::cie_from_offset) {
+                let start = fde.initial_address();
+                out.push(start..start.saturating_add(fde.len()));
+            }
+        }
     }
 }
 

@@ -25,6 +25,7 @@ mod record_dwarf;
 mod record_runtimes;
 mod report;
 mod runtimes_util;
+mod symbols;
 mod target_root;
 mod unwind;
 mod views;

@@ -3,14 +3,29 @@
 //! and JIT code (addresses in a process's anonymous executable memory)
 //! through that process's perf map, its names cleaned by `jit::names`.
 //!
+//! Where ELF symbols and DWARF are missing, a binary still names its code:
+//! the vDSO is read from flameprobe's own mapping ([`vdso`]), and code no
+//! symbol covers is named after the start of the function its CFI
+//! describes (`binary+0xSTART`, [`functions`]), so all samples of one
+//! stripped function are one frame. Names are demangled only when mangled
+//! ([`demangle`]).
+//!
 //! Callers gather every address first and symbolize once per binary, after
 //! the recording; results are cached, so an address is looked up once.
 
+pub mod demangle;
+pub mod functions;
+pub mod vdso;
+
 use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
+
+use self::functions::Functions;
 
 use crate::jit::names::{self, Language};
 use crate::jit::perfmap::{NameId, PerfMap};
@@ -26,6 +41,11 @@ pub struct Symbolizer {
     perf_maps: HashMap<u32, (PerfMap, Language)>,
     /// JIT addresses by (pid, address).
     jit: HashMap<(u32, u64), Option<Line>>,
+    /// Functions known from CFI, per binary, read when first needed.
+    functions: HashMap<FileKey, Arc<Functions>>,
+    /// The vDSO image (once tried) and its offsets looked up.
+    vdso_image: Option<Option<File>>,
+    vdso: HashMap<u64, Option<Vec<Line>>>,
 }
 
 impl Default for Symbolizer {
@@ -38,7 +58,8 @@ impl Symbolizer {
     pub fn new() -> Self {
         Symbolizer {
             blaze: Blaze::builder()
-                .enable_demangling(true)
+                // Names are demangled here, only when mangled.
+                .enable_demangling(false)
                 .enable_inlined_fns(true)
                 .enable_code_info(true)
                 .build(),
@@ -46,6 +67,9 @@ impl Symbolizer {
             user: HashMap::new(),
             perf_maps: HashMap::new(),
             jit: HashMap::new(),
+            functions: HashMap::new(),
+            vdso_image: None,
+            vdso: HashMap::new(),
         }
     }
 
@@ -58,7 +82,7 @@ impl Symbolizer {
             .values()
             .map(|(m, _)| m.stats().entries as usize)
             .sum();
-        self.kernel.len() + self.user.len() + self.jit.len() + maps
+        self.kernel.len() + self.user.len() + self.jit.len() + self.vdso.len() + maps
     }
 
     /// Learns the perf map of process `pid`, whose names are in `language`
@@ -116,25 +140,82 @@ impl Symbolizer {
         }
     }
 
-    /// Symbolizes file offsets of one binary in one batch.
+    /// Symbolizes file offsets of one binary in one batch. An offset no
+    /// symbol covers is named after the start of the function (FDE) that
+    /// holds it, `binary+0xSTART`; only one outside every FDE stays
+    /// unnamed (the caller's `binary+0xOFFSET`).
     pub fn prepare_module(&mut self, module: &Arc<ModuleFile>, offsets: &[u64]) {
         let key = module.key;
         let todo = missing(offsets, |o| self.user.contains_key(&(key, *o)));
         if todo.is_empty() {
             return;
         }
-        let src = Source::Elf(Elf::new(module.fd_path()));
-        let results = match self.blaze.symbolize(&src, Input::FileOffset(&todo)) {
-            Ok(r) => r,
-            Err(e) => {
-                log::debug!("symbolizing {} failed: {e:#}", module.path);
-                Vec::new()
-            }
-        };
-        for (i, off) in todo.iter().enumerate() {
-            let lines = results.get(i).and_then(to_lines);
+        let results = self.symbolize_elf(&module.fd_path(), &todo, &module.path);
+        for (off, lines) in todo.iter().zip(results) {
+            let lines = lines.or_else(|| {
+                let start = self.functions(module).containing(*off)?.start;
+                Some(vec![Line::named(format!(
+                    "{}+{start:#x}",
+                    module.base_name()
+                ))])
+            });
             self.user.insert((key, *off), lines);
         }
+    }
+
+    /// Symbolizes offsets into the vDSO mapping in one batch.
+    pub fn prepare_vdso(&mut self, offsets: &[u64]) {
+        let todo = missing(offsets, |o| self.vdso.contains_key(o));
+        if todo.is_empty() {
+            return;
+        }
+        let image = self.vdso_image.get_or_insert_with(|| {
+            vdso::own_image()
+                .map_err(|e| log::debug!("vDSO image not read: {e}"))
+                .ok()
+        });
+        let path = image.as_ref().map(crate::process::fd_path);
+        let results = match path {
+            Some(path) => self.symbolize_elf(&path, &todo, vdso::MAPPING),
+            None => Vec::new(),
+        };
+        let mut results = results.into_iter();
+        for off in todo {
+            self.vdso.insert(off, results.next().flatten());
+        }
+    }
+
+    /// File offsets of the ELF file at `path` (`name` for messages), in
+    /// one batch: one answer per offset, `None` where no symbol covers it.
+    fn symbolize_elf(&self, path: &Path, offsets: &[u64], name: &str) -> Vec<Option<Vec<Line>>> {
+        let src = Source::Elf(Elf::new(path));
+        match self.blaze.symbolize(&src, Input::FileOffset(offsets)) {
+            Ok(r) => r.iter().map(to_lines).collect(),
+            Err(e) => {
+                log::debug!("symbolizing {name} failed: {e:#}");
+                vec![None; offsets.len()]
+            }
+        }
+    }
+
+    /// The functions `module`'s CFI describes (read once per binary).
+    fn functions(&mut self, module: &ModuleFile) -> &Functions {
+        self.functions
+            .entry(module.key)
+            .or_insert_with(|| Arc::new(Functions::load(module)))
+    }
+
+    /// Whether file offset `offset` of `module` lies in the function that
+    /// holds the binary's ELF entry point (`_start`, named or not): a
+    /// stack whose outermost frame is there reached the process's entry.
+    pub fn in_entry_function(&mut self, module: &ModuleFile, offset: u64) -> bool {
+        self.functions(module).in_entry(offset)
+    }
+
+    /// The vDSO function at `offset` into its mapping (after
+    /// [`prepare_vdso`](Self::prepare_vdso)).
+    pub fn vdso(&self, offset: u64) -> Option<&[Line]> {
+        self.vdso.get(&offset).and_then(|l| l.as_deref())
     }
 
     pub fn kernel(&self, addr: u64) -> Option<&[Line]> {
@@ -176,7 +257,7 @@ fn to_lines(sym: &Symbolized<'_>) -> Option<Vec<Line>> {
         .map(|inl| {
             let (file, line) = site(inl.code_info.as_ref());
             Line {
-                function: inl.name.to_string(),
+                function: demangle::demangle(&inl.name).into_owned(),
                 file,
                 line,
                 system_name: None,
@@ -185,7 +266,7 @@ fn to_lines(sym: &Symbolized<'_>) -> Option<Vec<Line>> {
         .collect();
     let (file, line) = site(sym.code_info.as_deref());
     lines.push(Line {
-        function: sym.name.to_string(),
+        function: demangle::demangle(&sym.name).into_owned(),
         file,
         line,
         system_name: None,
