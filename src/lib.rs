@@ -71,5 +71,6 @@ pub mod signals;
 pub mod stacks;
 pub mod symbolize;
 pub mod target;
+pub mod text;
 pub mod timeline;
 pub mod unwind;

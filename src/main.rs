@@ -9,7 +9,7 @@ use clap::Parser;
 use flameprobe::cli::{Cli, Cmd, EXIT_ERROR, EXIT_USAGE};
 // Messages on stderr that cannot be written are dropped, never a panic.
 use flameprobe::eprintln;
-use flameprobe::{convert, diff, doctor, generate, push, record, report};
+use flameprobe::{convert, diff, doctor, generate, push, record, report, text};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(io::stderr(), "error: {e:#}");
+            let _ = writeln!(io::stderr(), "error: {}", text::message(&format!("{e:#}")));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -94,12 +94,18 @@ fn init_logging(verbose: u8) {
     };
     env_logger::Builder::new()
         .filter_level(level)
-        .format(|f, record| match record.level() {
-            // Warnings read like the rest of flameprobe's messages; the
-            // details of -v and -vv keep their level.
-            log::Level::Error => writeln!(f, "flameprobe: error: {}", record.args()),
-            log::Level::Warn => writeln!(f, "flameprobe: warning: {}", record.args()),
-            level => writeln!(f, "[{level:<5}] {}", record.args()),
+        .format(|f, record| {
+            // Messages may hold names a target controls: no control
+            // sequence reaches the terminal.
+            let args = record.args().to_string();
+            let msg = text::message(&args);
+            match record.level() {
+                // Warnings read like the rest of flameprobe's messages; the
+                // details of -v and -vv keep their level.
+                log::Level::Error => writeln!(f, "flameprobe: error: {msg}"),
+                log::Level::Warn => writeln!(f, "flameprobe: warning: {msg}"),
+                level => writeln!(f, "[{level:<5}] {msg}"),
+            }
         })
         .parse_env("FLAMEPROBE_LOG")
         .init();

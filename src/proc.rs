@@ -7,6 +7,8 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
+use crate::text;
+
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapEntry {
@@ -155,7 +157,7 @@ pub fn read_maps(pid: u32) -> io::Result<Vec<MapEntry>> {
 
 /// The text of `/proc/PID/maps` (to tell whether the maps changed).
 pub fn read_maps_text(pid: u32) -> io::Result<String> {
-    fs::read_to_string(proc_path(pid, "maps"))
+    read_text(&proc_path(pid, "maps"))
 }
 
 /// Reads `buf.len()` bytes of process `pid`'s memory at `addr` (fewer
@@ -206,7 +208,7 @@ pub fn parse_stat_flags(stat: &str) -> Option<u64> {
 /// Whether `pid` is a kernel thread (PF_KTHREAD).
 pub fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    fs::read_to_string(proc_path(pid, "stat"))
+    read_text(&proc_path(pid, "stat"))
         .ok()
         .and_then(|s| parse_stat_flags(&s))
         .is_some_and(|f| f & PF_KTHREAD != 0)
@@ -227,13 +229,20 @@ pub fn parse_stat_start_time(stat: &str) -> Option<u64> {
     stat_fields(stat)?.get(19)?.parse().ok()
 }
 
+/// A `/proc` file as text. Names in it are the target's bytes (a comm
+/// may hold 0xFF), so bytes that are not UTF-8 become `\xNN`
+/// ([`text::from_bytes`]) instead of failing the whole read.
+pub fn read_text(path: &std::path::Path) -> io::Result<String> {
+    Ok(text::from_bytes(&fs::read(path)?))
+}
+
 pub fn read_status(pid: u32) -> io::Result<Status> {
-    Ok(parse_status(&fs::read_to_string(proc_path(pid, "status"))?))
+    Ok(parse_status(&read_text(&proc_path(pid, "status"))?))
 }
 
 /// The thread's name from `/proc/PID/task/TID/comm`.
 pub fn read_comm(pid: u32, tid: u32) -> io::Result<String> {
-    let text = fs::read_to_string(proc_path(pid, &format!("task/{tid}/comm")))?;
+    let text = read_text(&proc_path(pid, &format!("task/{tid}/comm")))?;
     Ok(text.trim_end_matches('\n').to_string())
 }
 
@@ -258,7 +267,7 @@ fn numeric_entries(dir: &std::path::Path) -> Vec<u32> {
 
 /// True while a process with this pid exists (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(proc_path(pid, "stat")) else {
+    let Ok(stat) = read_text(&proc_path(pid, "stat")) else {
         return false;
     };
     stat_fields(&stat)
@@ -268,7 +277,7 @@ pub fn process_alive(pid: u32) -> bool {
 
 /// Whether thread `tid` of process `pid` is running (not a zombie).
 pub fn thread_alive(pid: u32, tid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(proc_path(pid, &format!("task/{tid}/stat"))) else {
+    let Ok(stat) = read_text(&proc_path(pid, &format!("task/{tid}/stat"))) else {
         return false;
     };
     stat_fields(&stat)

@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use crate::text;
 pub use crate::timeline::Timeline;
 
 /// Index into [`Profile::locations`].
@@ -532,29 +533,28 @@ pub enum GroupBy {
 }
 
 /// The synthetic root frames for a thread: `[Pod]namespace/name` (or
-/// `[Pod]name`), `[Con]name`, `[pid]comm` and the thread name.
+/// `[Pod]name`), `[Con]name`, `[pid]comm` and the thread name, each name
+/// escaped as a frame ([`text::frame`]).
 pub fn label_frames(labels: &Labels, opts: &FrameNameOptions) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(pod) = &labels.pod {
-        out.push(format!(
-            "[Pod]{}",
-            pod_display_name(labels.namespace.as_deref(), pod)
-        ));
+        let pod = pod_display_name(labels.namespace.as_deref(), pod);
+        out.push(format!("[Pod]{}", text::frame(&pod)));
     }
     if let Some(con) = &labels.container {
-        out.push(format!("[Con]{con}"));
+        out.push(format!("[Con]{}", text::frame(con)));
     }
     let pid = labels.pid.filter(|_| opts.group_by == GroupBy::Pid);
     match (pid, &labels.process) {
-        (Some(pid), Some(name)) => out.push(format!("[{pid}]{name}")),
+        (Some(pid), Some(name)) => out.push(format!("[{pid}]{}", text::frame(name))),
         (Some(pid), None) => out.push(format!("[{pid}]")),
-        (None, Some(name)) => out.push(name.clone()),
+        (None, Some(name)) => out.push(text::frame(name).into_owned()),
         (None, None) if labels.pid.is_some() => out.push("[unknown]".into()),
         (None, None) => {}
     }
     if opts.threads {
         if let Some(thread) = &labels.thread {
-            out.push(thread.clone());
+            out.push(text::frame(thread).into_owned());
         }
     }
     out
@@ -582,22 +582,14 @@ pub fn line_name(location: &Location, inlined: bool, line: &Line) -> String {
 /// The suffix of inlined frames in folded stacks (inferno's).
 pub const INLINED: &str = "_[i]";
 
-/// A function name as shown in folded stacks (kernel frames get `_[k]`).
-/// Semicolons would split a frame in folded files, so they become colons.
+/// A function name as shown in folded stacks (kernel frames get `_[k]`),
+/// escaped as a frame ([`text::frame`]: no `;`, no control character).
 pub fn display_name(kind: FrameKind, function: &str) -> String {
-    let clean = sanitize(function);
+    let clean = text::frame(function);
     match kind {
         FrameKind::Kernel => format!("{clean}_[k]"),
         FrameKind::Jit => format!("{clean}_[j]"),
-        _ => clean,
-    }
-}
-
-fn sanitize(name: &str) -> String {
-    if name.contains([';', '\n', '\r']) {
-        name.replace(';', ":").replace(['\n', '\r'], " ")
-    } else {
-        name.to_string()
+        _ => clean.into_owned(),
     }
 }
 

@@ -16,6 +16,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::profile::{label_frames, units, FrameNameOptions, Profile, INLINED};
+use crate::text;
 
 /// Said under a top table that has inlined functions.
 pub const INLINED_NOTE: &str = "  (name_[i]: inlined into its caller, with the self time of its \
@@ -523,7 +524,8 @@ pub fn run(config: &ReportConfig) -> anyhow::Result<()> {
 /// short however deep the stack and the text grows linearly with it.
 const MAX_INDENT_DEPTH: usize = 32;
 
-/// The report as text for a terminal.
+/// The report as text for a terminal (no control character but line
+/// breaks and tabs).
 pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> String {
     let fv = |v: u64| units::format(&report.unit, v);
     let count_name = report.events.as_str();
@@ -620,7 +622,9 @@ pub fn render_text(profile: &Profile, report: &Report, opts: &ReportOptions) -> 
             out.push('\n');
         }
     }
-    out
+    // Names are escaped where they are formatted; no control character
+    // of an input reaches the terminal through any other text either.
+    text::message(&out).into_owned()
 }
 
 /// The per-thread table.
@@ -640,12 +644,11 @@ fn render_threads(out: &mut String, profile: &Profile, report: &Report) {
         for (t, v) in columns.iter().zip(&row.values) {
             let _ = write!(out, "{:>12} ", t.format(*v));
         }
+        let (process, thread) = (text::printable(&row.process), text::printable(&row.thread));
         let who = match (row.pid, row.tid) {
-            (Some(pid), Some(tid)) => {
-                format!("[{pid}]{} {} (tid {tid})", row.process, row.thread)
-            }
-            (Some(pid), None) => format!("[{pid}]{}", row.process),
-            _ => format!("{} {}", row.process, row.thread).trim().to_string(),
+            (Some(pid), Some(tid)) => format!("[{pid}]{process} {thread} (tid {tid})"),
+            (Some(pid), None) => format!("[{pid}]{process}"),
+            _ => format!("{process} {thread}").trim().to_string(),
         };
         let _ = writeln!(out, "{:>9}  {who}", row.events);
     }

@@ -31,6 +31,7 @@ use crate::probe::{
     CAP_SYS_ADMIN, CAP_SYS_PTRACE, VMLINUX_BTF,
 };
 use crate::proc;
+use crate::text;
 use features::Tested;
 
 /// How a check came out.
@@ -144,6 +145,9 @@ pub fn run(json: bool) -> anyhow::Result<bool> {
 }
 
 /// Writes the report for a terminal: one line per check, then the probes.
+/// Findings name processes, containers and pods: each line is escaped
+/// ([`text::printable`]), so a name cannot add a line or a control
+/// sequence.
 pub fn write_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     let width = report
         .checks
@@ -157,11 +161,11 @@ pub fn write_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             out,
             "{:<8} {:<width$}  {}",
             c.status.label(),
-            c.check,
-            c.finding
+            text::printable(&c.check),
+            text::printable(&c.finding)
         )?;
         if let Some(fix) = &c.fix {
-            write!(out, "; fix: {fix}")?;
+            write!(out, "; fix: {}", text::printable(fix))?;
         }
         writeln!(out)?;
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use crate::profile::{units, FrameNameOptions, Profile};
+use crate::text;
 
 /// Folded lines with their counts, merged by text and sorted.
 pub fn lines(profile: &Profile, opts: &FrameNameOptions) -> BTreeMap<String, u64> {
@@ -24,7 +25,7 @@ pub fn lines_of(profile: &Profile, index: usize, opts: &FrameNameOptions) -> BTr
             continue;
         }
         let names = profile.frame_names(stack, opts);
-        let e = out.entry(names.join(";")).or_default();
+        let e = out.entry(text::stack(&names)).or_default();
         *e = e.saturating_add(count);
     }
     out

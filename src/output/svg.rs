@@ -11,7 +11,7 @@ use inferno::flamegraph::{self, Direction};
 
 use super::folded;
 use crate::profile::{units, FrameNameOptions, ProbeKind, Profile};
-use crate::timeline;
+use crate::{text, timeline};
 
 /// SVG-only options.
 #[derive(Clone, Debug, Default)]
@@ -86,10 +86,10 @@ pub fn chart_lines(profile: &Profile, names: &FrameNameOptions) -> Vec<String> {
     let mut lines: Vec<(String, u64)> = Vec::new();
     for thread in timeline::by_thread(profile, Profile::WIDTH) {
         for (stack, weight) in thread.samples {
-            let text = profile.frame_names(&profile.stacks[stack], names).join(";");
+            let line = text::stack(&profile.frame_names(&profile.stacks[stack], names));
             match lines.last_mut() {
-                Some((last, w)) if *last == text => *w = w.saturating_add(weight),
-                _ => lines.push((text, weight)),
+                Some((last, w)) if *last == line => *w = w.saturating_add(weight),
+                _ => lines.push((line, weight)),
             }
         }
     }

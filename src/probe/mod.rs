@@ -18,7 +18,7 @@ pub(crate) fn c_string(raw: &[std::ffi::c_char]) -> String {
         .take_while(|&&c| c != 0)
         .map(|&c| c as u8)
         .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    crate::text::from_bytes(&bytes)
 }
 
 pub use ring::Delivery;

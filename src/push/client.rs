@@ -244,22 +244,14 @@ fn transport_error(url: &str, e: &ureq::Error, timeout: Duration) -> PushError {
     }
 }
 
-/// A server's text for one line on a terminal: control characters
-/// escaped, at most 300 characters.
+/// A server's text for one line on a terminal: at most 300 characters,
+/// control characters escaped ([`crate::text::printable`]).
 fn printable(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.trim().chars().enumerate() {
-        if i >= 300 {
-            out.push_str("...");
-            break;
-        }
-        if c.is_control() {
-            out.push_str(&format!("\\x{:02x}", c as u32 & 0xff));
-        } else {
-            out.push(c);
-        }
+    let s = s.trim();
+    match s.char_indices().nth(300) {
+        Some((end, _)) => format!("{}...", crate::text::printable(&s[..end])),
+        None => crate::text::printable(s).into_owned(),
     }
-    out
 }
 
 /// Checks a `--push-header 'Name: value'`.

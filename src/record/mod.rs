@@ -37,6 +37,7 @@ use crate::signals;
 use crate::stacks::StackCollector;
 use crate::symbolize::Symbolizer;
 use crate::target::{CgroupTarget, Filter, LaunchedCommand, TargetSpec, ThreadFilter};
+use crate::text;
 use threads::ThreadWatch;
 
 mod cpu;
@@ -176,14 +177,16 @@ impl Recording {
         for (c, after) in &self.containers_joined {
             let pod = c.pod.as_ref().map(|p| p.display_name()).unwrap_or_default();
             eprintln!(
-                "flameprobe: container {} started in pod {pod} {:.1}s into the recording",
-                c.name,
+                "flameprobe: container {} started in pod {} {:.1}s into the recording",
+                text::printable(&c.name),
+                text::printable(&pod),
                 after.as_secs_f64()
             );
         }
         for (name, after) in &self.containers_stopped {
             eprintln!(
-                "flameprobe: container {name} stopped {:.1}s into the recording",
+                "flameprobe: container {} stopped {:.1}s into the recording",
+                text::printable(name),
                 after.as_secs_f64()
             );
         }
@@ -600,7 +603,7 @@ fn when_empty(config: &RecordConfig, when: &WhenEmpty) -> Result<bool> {
         WhenEmpty::Error(msg) => bail!("{msg}; nothing written"),
         WhenEmpty::Note(msg) => {
             if !config.quiet {
-                eprintln!("flameprobe: {msg}");
+                eprintln!("flameprobe: {}", text::message(msg));
             }
             if matches!(config.format, Format::Svg | Format::Speedscope) && config.write_output {
                 if !config.quiet {
@@ -681,14 +684,12 @@ fn write_and_report(
         None => None,
     };
     if !config.quiet && !profile.stacks.is_empty() {
-        eprint!(
-            "{}",
-            summary(profile, &done.summary, config.format, written)
-        );
+        let summary = summary(profile, &done.summary, config.format, written);
+        eprint!("{}", text::message(&summary));
     }
     if !config.quiet {
         for line in order.iter().chain(extra) {
-            eprintln!("  {line}");
+            eprintln!("  {}", text::message(line));
         }
     }
     print_report(profile, config, report_to_stderr)
@@ -791,7 +792,7 @@ fn finish_windows(
                     collected.lost
                 );
                 for note in &info.notes {
-                    eprintln!("  {note}");
+                    eprintln!("  {}", text::message(note));
                 }
                 eprintln!("  {pushed}");
             }

@@ -13,6 +13,7 @@ mod doctor;
 mod jit;
 mod jit_record;
 mod memleak;
+mod names;
 mod offcpu;
 mod output;
 mod pprof_go;
