@@ -227,6 +227,9 @@ pub struct AttachOptions {
     /// How long the command may take, connection to reply (writing the
     /// perf map of a large code cache takes a while).
     pub reply_timeout: Duration,
+    /// When everything must be over, whatever the timeouts above say (the
+    /// end of a recording has one deadline for all its JVMs).
+    pub deadline: Option<Instant>,
 }
 
 impl Default for AttachOptions {
@@ -234,6 +237,17 @@ impl Default for AttachOptions {
         AttachOptions {
             listener_timeout: Duration::from_secs(5),
             reply_timeout: Duration::from_secs(10),
+            deadline: None,
+        }
+    }
+}
+
+impl AttachOptions {
+    /// `timeout`, cut short by the deadline.
+    fn within(&self, timeout: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => timeout.min(d.saturating_duration_since(Instant::now())),
+            None => timeout,
         }
     }
 }
@@ -323,6 +337,18 @@ pub enum AttachError {
     },
 }
 
+impl AttachError {
+    /// The JVM did not answer in time (no listener, or no reply): one that
+    /// hangs, or a process that only looks like a JVM.
+    pub fn is_no_answer(&self) -> bool {
+        match self {
+            AttachError::Timeout { .. } => true,
+            AttachError::Connection { source, .. } => source.kind() == io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+}
+
 /// Asks JVM `pid` to write `/tmp/perf-<nspid>.map` (in its root) with
 /// `Compiler.perfmap`; read it afterwards with `jit::perfmap`. The JVM
 /// writes through a symbolic link at that path (HotSpot opens it with
@@ -358,7 +384,7 @@ pub fn jcmd(pid: u32, command: &str, opts: &AttachOptions) -> Result<String, Att
     refuse_too_old(pid, &hotspot, command)?;
     let stream = connect(pid, &status, opts)?;
     let request = [b"1\0jcmd\0", command.as_bytes(), b"\0\0\0"].concat();
-    let reply = exchange(pid, stream, &request, opts.reply_timeout)?;
+    let reply = exchange(pid, stream, &request, opts.within(opts.reply_timeout))?;
     parse_reply(pid, command, &reply)
 }
 
@@ -480,19 +506,17 @@ fn connect(pid: u32, status: &Status, opts: &AttachOptions) -> Result<UnixStream
         source: e.into(),
     })?;
     let start = Instant::now();
+    let waited = opts.within(opts.listener_timeout);
     loop {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20).min(waited));
         if let Some(stream) = jvm.try_connect()? {
             return Ok(stream);
         }
         if !proc::process_alive(pid) {
             return Err(AttachError::Exited { pid });
         }
-        if start.elapsed() >= opts.listener_timeout {
-            return Err(AttachError::Timeout {
-                pid,
-                waited: opts.listener_timeout,
-            });
+        if start.elapsed() >= waited {
+            return Err(AttachError::Timeout { pid, waited });
         }
     }
 }

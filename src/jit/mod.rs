@@ -9,16 +9,22 @@
 //!    [`perfmap::PerfMapSource::open`] captures where its perf map is (its
 //!    root and its pid as it sees itself), so the map can be read even after
 //!    the process exited.
-//! 2. When a profiled process exits during the recording: `source.read()`
-//!    (Node and Python leave their map in `/tmp`; a JVM started with
-//!    `-XX:+DumpPerfMapAtExit` writes one at exit).
+//! 2. When a profiled process exits during the recording:
+//!    `source.read_cached()` (Node and Python leave their map in `/tmp`; a
+//!    JVM started with `-XX:+DumpPerfMapAtExit` writes one at exit). Every
+//!    read goes through the recording's [`perfmap::MapCache`]: a file is
+//!    read once however many processes share it (hard links), and all
+//!    reads together stay within a budget of bytes.
 //! 3. At the end, after sampling stopped, for each live HotSpot JVM with
 //!    samples in anonymous executable memory, once (it costs the JVM a
 //!    safepoint), unless `--no-jit-attach`: [`hotspot::write_perf_map`];
 //!    an error is one warning line (its text names the pid and what to do).
-//!    Then, for every live process, `source.read()`; a process that
+//!    Then, for every live process, `source.read_cached()`; a process that
 //!    exited keeps the map read at its exit (a read at the end could find
-//!    another process's map under a reused pid).
+//!    another process's map under a reused pid). All of this, in parallel,
+//!    ends within [`tracker::END_BUDGET`] of sampling's end: JVMs that did
+//!    not answer by then (or a process posing as one) are named in one
+//!    summary line, and maps not read are said too.
 //! 4. Symbolization: an address in an anonymous (or `[anon:...]`)
 //!    executable mapping is looked up with [`perfmap::PerfMap::lookup`];
 //!    file-backed mappings keep their ELF symbols (Node lists its embedded

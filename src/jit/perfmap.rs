@@ -22,13 +22,15 @@
 //! 16 bytes per address range, so a map at the 256 MiB limit costs about
 //! its own size at the peak of parsing, less when names repeat.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::proc;
 use crate::safe_fs::{self, SafeOpenError, Scope};
@@ -477,6 +479,12 @@ pub enum PerfMapError {
         path: String,
         reason: String,
     },
+    #[error("perf map {path} of process {pid} was not read: {reason}")]
+    Skipped {
+        pid: u32,
+        path: String,
+        reason: String,
+    },
     #[error("reading perf map {path} of process {pid}: {source}")]
     Io {
         pid: u32,
@@ -541,6 +549,75 @@ impl PerfMapSource {
     /// the process's user or root (else another user wrote it). What is
     /// appended while reading is left for the next read.
     pub fn read_limited(&self, limit: u64) -> Result<PerfMap, PerfMapError> {
+        let (file, len) = self.open_checked(limit)?;
+        PerfMap::parse_reader(file.take(len)).map_err(|source| PerfMapError::Io {
+            pid: self.pid,
+            path: self.display_path(),
+            source,
+        })
+    }
+
+    /// Reads the map through `cache`: a file already read (same device,
+    /// inode, size and modification time: one map hard-linked into many
+    /// processes) is not read again, a read that would take the
+    /// recording's maps past the cache's budget is skipped, and so is the
+    /// rest of a read still running at `deadline`.
+    pub fn read_cached(
+        &self,
+        cache: &MapCache,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<PerfMap>, PerfMapError> {
+        let (file, len) = self.open_checked(MAX_PERF_MAP_BYTES)?;
+        let skipped = |reason: String| PerfMapError::Skipped {
+            pid: self.pid,
+            path: self.display_path(),
+            reason,
+        };
+        let meta = file.metadata().map_err(|source| PerfMapError::Io {
+            pid: self.pid,
+            path: self.display_path(),
+            source,
+        })?;
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: len,
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        };
+        let cell = cache.cell(id);
+        let read = cell.get_or_init(|| {
+            if let Err(budget) = cache.take(len) {
+                return Err(format!(
+                    "the perf maps read for this recording reached their budget of {} MiB",
+                    budget >> 20
+                ));
+            }
+            let reader = UntilDeadline {
+                inner: file.take(len),
+                deadline,
+            };
+            match PerfMap::parse_reader(reader) {
+                Ok(map) => Ok(Arc::new(map)),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(format!(
+                    "reading its {} MiB took longer than the time left for the end of the \
+                     recording",
+                    len >> 20
+                )),
+                Err(e) => Err(format!("reading it failed: {e}")),
+            }
+        });
+        match read {
+            Ok(map) => Ok(map.clone()),
+            Err(reason) => {
+                cache.skipped();
+                Err(skipped(reason.clone()))
+            }
+        }
+    }
+
+    /// Opens the map and checks it (see [`read_limited`](Self::read_limited));
+    /// returns it with its length.
+    fn open_checked(&self, limit: u64) -> Result<(File, u64), PerfMapError> {
         let (pid, path) = (self.pid, self.display_path());
         let rel = self.path_in_root();
         let file = match safe_fs::open_file_nofollow(self.root.as_fd(), &rel, Scope::InRoot) {
@@ -596,11 +673,116 @@ impl PerfMapSource {
                 limit,
             });
         }
-        PerfMap::parse_reader(file.take(meta.len())).map_err(|source| PerfMapError::Io {
-            pid,
-            path,
-            source,
-        })
+        Ok((file, meta.len()))
+    }
+}
+
+/// A perf map file as read: device, inode, size and modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+/// The most perf-map bytes one recording reads (each map is also at most
+/// [`MAX_PERF_MAP_BYTES`]); a parsed map costs about its size.
+pub const PERF_MAPS_BUDGET: u64 = 512 << 20;
+
+/// The perf maps of one recording: each file read once however many
+/// processes share it, within a total budget of bytes.
+#[derive(Debug)]
+pub struct MapCache {
+    state: Mutex<CacheState>,
+}
+
+type Cell = Arc<OnceLock<Result<Arc<PerfMap>, String>>>;
+
+#[derive(Debug)]
+struct CacheState {
+    cells: HashMap<FileId, Cell>,
+    budget: u64,
+    stats: CacheStats,
+}
+
+/// What a [`MapCache`] did, for `-v`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Files read (and parsed).
+    pub files: u64,
+    pub bytes: u64,
+    /// Reads served by a file already read (hard links, the same map
+    /// read at exit and at the end).
+    pub shared: u64,
+    /// Reads given up (budget, time, errors).
+    pub skipped: u64,
+}
+
+impl Default for MapCache {
+    fn default() -> Self {
+        MapCache::with_budget(PERF_MAPS_BUDGET)
+    }
+}
+
+impl MapCache {
+    pub fn with_budget(budget: u64) -> MapCache {
+        MapCache {
+            state: Mutex::new(CacheState {
+                cells: HashMap::new(),
+                budget,
+                stats: CacheStats::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cell of file `id` (a reader that finds it filling waits for it).
+    fn cell(&self, id: FileId) -> Cell {
+        let mut st = self.lock();
+        if let Some(cell) = st.cells.get(&id).cloned() {
+            st.stats.shared += 1;
+            return cell;
+        }
+        st.cells.entry(id).or_default().clone()
+    }
+
+    /// Takes `len` bytes of the budget, or says what the budget is.
+    fn take(&self, len: u64) -> Result<(), u64> {
+        let mut st = self.lock();
+        let total = st.stats.bytes.saturating_add(len);
+        if total > st.budget {
+            return Err(st.budget);
+        }
+        st.stats.bytes = total;
+        st.stats.files += 1;
+        Ok(())
+    }
+
+    fn skipped(&self) {
+        self.lock().stats.skipped += 1;
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.lock().stats
+    }
+}
+
+/// A reader that fails with `TimedOut` once `deadline` has passed.
+struct UntilDeadline<R> {
+    inner: R,
+    deadline: Option<Instant>,
+}
+
+impl<R: Read> Read for UntilDeadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "past the deadline"));
+        }
+        self.inner.read(buf)
     }
 }
 
@@ -848,6 +1030,53 @@ mod tests {
         std::os::unix::fs::symlink(target.path(), &path).unwrap();
         let err = src.read().unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    /// One map hard-linked into two processes is read once (the same
+    /// parsed map for both); a cache whose budget is smaller skips it and
+    /// says why.
+    #[test]
+    fn a_hard_linked_map_is_read_once_within_the_budget() {
+        let _own_map = crate::jit::OWN_PERF_MAP
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let (me, other) = (std::process::id(), child.id());
+        let mine = PathBuf::from(format!("/tmp/perf-{me}.map"));
+        let theirs = PathBuf::from(format!("/tmp/perf-{other}.map"));
+        let _cleanup = (Cleanup(mine.clone()), Cleanup(theirs.clone()));
+        std::fs::write(&mine, b"0x1000 0x10 shared\n").unwrap();
+        let _ = std::fs::remove_file(&theirs);
+        std::fs::hard_link(&mine, &theirs).unwrap();
+        let (a, b) = (
+            PerfMapSource::open(me).unwrap(),
+            PerfMapSource::open(other).unwrap(),
+        );
+
+        let cache = MapCache::default();
+        let ma = a.read_cached(&cache, None).unwrap();
+        let mb = b.read_cached(&cache, None).unwrap();
+        assert!(Arc::ptr_eq(&ma, &mb), "read twice");
+        assert_eq!(name_at(&mb, 0x1004), Some("shared"));
+        let stats = cache.stats();
+        assert_eq!((stats.files, stats.shared, stats.skipped), (1, 1, 0));
+
+        let small = MapCache::with_budget(8);
+        let err = b.read_cached(&small, None).unwrap_err();
+        assert!(err.to_string().contains("reached their budget"), "{err}");
+        // Past its deadline, a read gives up.
+        let err = a
+            .read_cached(&MapCache::default(), Some(Instant::now()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("took longer than the time left"),
+            "{err}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     struct Cleanup(PathBuf);

@@ -13,12 +13,14 @@
 //! `Symbolizer`, and [`JitMaps::warnings`] and [`JitMaps::quality_lines`]
 //! say what went wrong, for the summary.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::hotspot::{self, AttachError, AttachOptions};
-use super::perfmap::{PerfMap, PerfMapError, PerfMapSource};
+use super::perfmap::{MapCache, PerfMap, PerfMapError, PerfMapSource};
 use super::runtime::Runtime;
 use crate::process::ProcessInfo;
 use crate::profile::Profile;
@@ -28,19 +30,39 @@ use crate::symbolize::Symbolizer;
 /// the end of a recording.
 const PARALLEL_READS: usize = 16;
 
+/// How long all the runtime work at the end of a recording may take
+/// together (JVM attaches and perf-map reads, in parallel), from when
+/// sampling stopped: a process that only looks like a JVM, or one that
+/// hangs, cannot hold the recording longer.
+pub const END_BUDGET: Duration = Duration::from_secs(1);
+
 /// What to do at the end of a recording.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct JitOptions {
     /// Ask live HotSpot JVMs to write their perf maps (not
     /// `--no-jit-attach`).
     pub attach: bool,
     pub attach_timeouts: AttachOptions,
+    /// The time all of it may take ([`END_BUDGET`]).
+    pub budget: Duration,
+}
+
+impl Default for JitOptions {
+    fn default() -> Self {
+        JitOptions {
+            attach: false,
+            attach_timeouts: AttachOptions::default(),
+            budget: END_BUDGET,
+        }
+    }
 }
 
 /// Processes that ran JIT code during the recording.
 #[derive(Debug, Default)]
 pub struct JitTracker {
     procs: HashMap<u32, Tracked>,
+    /// The perf maps read: once per file, within the recording's budget.
+    maps: MapCache,
 }
 
 #[derive(Debug)]
@@ -56,7 +78,7 @@ struct Tracked {
     /// Its exit was noticed during the recording.
     exited: bool,
     /// The map read when the process exited during the recording.
-    at_exit: Option<Result<PerfMap, PerfMapError>>,
+    at_exit: Option<Result<Arc<PerfMap>, PerfMapError>>,
     /// HotSpot: whether it keeps frame pointers in compiled code.
     preserves_fp: Option<bool>,
 }
@@ -140,7 +162,7 @@ impl JitTracker {
             t.pidfd = None;
             t.exited = true;
             if let Ok(source) = &t.source {
-                let read = source.read();
+                let read = source.read_cached(&self.maps, None);
                 match &read {
                     Ok(map) => log::info!(
                         "pid {pid} exited; read its perf map ({} entries)",
@@ -156,43 +178,67 @@ impl JitTracker {
     /// After sampling stopped: asks each live HotSpot JVM for its perf map
     /// (`opts.attach`), then reads the map of every live process; a
     /// process that exited keeps the map read at its exit (a read now
-    /// could find another process's map under a reused pid).
+    /// could find another process's map under a reused pid). All of it,
+    /// [`PARALLEL_READS`] processes at a time, ends within `opts.budget`:
+    /// an attach or read still running then gives up, and processes not
+    /// started by then are skipped (said in [`JitMaps::warnings`]).
     pub fn finish(mut self, opts: &JitOptions) -> JitMaps {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let deadline = started + opts.budget;
         self.poll_exits();
         let mut todo: Vec<(u32, Tracked)> = self.procs.into_iter().collect();
         todo.sort_by_key(|(pid, _)| *pid);
-        let mut procs = BTreeMap::new();
-        while !todo.is_empty() {
-            let batch: Vec<(u32, Tracked)> = todo.drain(..todo.len().min(PARALLEL_READS)).collect();
-            let done: Vec<(u32, ProcessJit)> = std::thread::scope(|s| {
-                let handles: Vec<_> = batch
-                    .into_iter()
-                    .map(|(pid, t)| (pid, s.spawn(move || conclude(pid, t, opts))))
-                    .collect();
-                handles
-                    .into_iter()
-                    .filter_map(|(pid, h)| match h.join() {
-                        Ok(p) => Some((pid, p)),
-                        Err(_) => {
-                            log::warn!("pid {pid}: reading its perf map failed unexpectedly");
-                            None
-                        }
+        let workers = todo.len().min(PARALLEL_READS);
+        let todo = Mutex::new(VecDeque::from(todo));
+        let done: Mutex<BTreeMap<u32, ProcessJit>> = Mutex::new(BTreeMap::new());
+        let mut attach = opts.attach_timeouts.clone();
+        attach.deadline = Some(deadline);
+        let end = End {
+            attach: opts.attach,
+            timeouts: &attach,
+            deadline: Some(deadline),
+            maps: &self.maps,
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| loop {
+                        let next = todo.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                        let Some((pid, t)) = next else { break };
+                        let p = if Instant::now() >= deadline {
+                            skip(pid, t, &end)
+                        } else {
+                            conclude(pid, t, &end)
+                        };
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(pid, p);
                     })
-                    .collect()
-            });
-            procs.extend(done);
-        }
+                })
+                .collect();
+            for h in handles {
+                if h.join().is_err() {
+                    log::warn!("reading a perf map failed unexpectedly");
+                }
+            }
+        });
+        let procs = done.into_inner().unwrap_or_else(|e| e.into_inner());
+        let stats = self.maps.stats();
         log::info!(
-            "perf maps of {} processes read in {} ms ({} JVMs asked)",
+            "perf maps of {} processes in {} ms ({} JVMs asked): {} files read ({} MiB), {} \
+             reads shared by dev/inode, {} skipped",
             procs.len(),
             started.elapsed().as_millis(),
-            procs
-                .values()
-                .filter(|p: &&ProcessJit| p.attach.is_some())
-                .count()
+            procs.values().filter(|p| p.attach.is_some()).count(),
+            stats.files,
+            stats.bytes >> 20,
+            stats.shared,
+            stats.skipped
         );
-        JitMaps { procs }
+        JitMaps {
+            procs,
+            budget: opts.budget,
+        }
     }
 }
 
@@ -204,7 +250,14 @@ impl JitTracker {
     /// processes come and go.
     pub fn window(&mut self) -> JitMaps {
         self.poll_exits();
-        let no_attach = JitOptions::default();
+        // Each window's maps are read anew, within a budget of their own.
+        let maps = MapCache::default();
+        let no_attach = End {
+            attach: false,
+            timeouts: &AttachOptions::default(),
+            deadline: None,
+            maps: &maps,
+        };
         let gone: Vec<u32> = self
             .procs
             .iter()
@@ -219,7 +272,9 @@ impl JitTracker {
         }
         for (&pid, t) in &self.procs {
             let Ok(source) = &t.source else { continue };
-            let Ok(map) = source.read() else { continue };
+            let Ok(map) = source.read_cached(&maps, None) else {
+                continue;
+            };
             procs.insert(
                 pid,
                 ProcessJit {
@@ -227,20 +282,37 @@ impl JitTracker {
                     runtime: t.runtime.clone(),
                     map: MapState::Read(map),
                     attach: None,
+                    not_asked: false,
                     preserves_fp: t.preserves_fp,
                 },
             );
         }
-        JitMaps { procs }
+        JitMaps {
+            procs,
+            budget: END_BUDGET,
+        }
+    }
+}
+
+/// What the end of a recording does for each process.
+struct End<'a> {
+    attach: bool,
+    timeouts: &'a AttachOptions,
+    deadline: Option<Instant>,
+    maps: &'a MapCache,
+}
+
+/// Whether `pid` (tracked as `t`) is still running.
+fn is_alive(pid: u32, t: &Tracked) -> bool {
+    match &t.pidfd {
+        Some(_) => true,
+        None => !t.exited && crate::proc::process_alive(pid),
     }
 }
 
 /// One tracked process at the end: attach (a live JVM), then read.
-fn conclude(pid: u32, t: Tracked, opts: &JitOptions) -> ProcessJit {
-    let alive = match &t.pidfd {
-        Some(_) => true,
-        None => !t.exited && crate::proc::process_alive(pid),
-    };
+fn conclude(pid: u32, t: Tracked, end: &End<'_>) -> ProcessJit {
+    let alive = is_alive(pid, &t);
     let source = match t.source {
         Ok(source) => source,
         Err(e) => {
@@ -249,12 +321,13 @@ fn conclude(pid: u32, t: Tracked, opts: &JitOptions) -> ProcessJit {
                 runtime: t.runtime,
                 map: MapState::Failed(e),
                 attach: None,
+                not_asked: false,
                 preserves_fp: t.preserves_fp,
             }
         }
     };
-    let attach = (alive && opts.attach && matches!(t.runtime, Runtime::HotSpot(_))).then(|| {
-        let result = hotspot::write_perf_map(pid, &opts.attach_timeouts);
+    let attach = (alive && end.attach && matches!(t.runtime, Runtime::HotSpot(_))).then(|| {
+        let result = hotspot::write_perf_map(pid, end.timeouts);
         match &result {
             Ok(()) => log::info!("JVM {pid} wrote its perf map"),
             Err(e) => log::info!("JVM {pid}: {e}"),
@@ -263,7 +336,7 @@ fn conclude(pid: u32, t: Tracked, opts: &JitOptions) -> ProcessJit {
     });
     let read = match t.at_exit {
         Some(read) => read,
-        None => source.read(),
+        None => source.read_cached(end.maps, end.deadline),
     };
     ProcessJit {
         name: t.name,
@@ -273,6 +346,30 @@ fn conclude(pid: u32, t: Tracked, opts: &JitOptions) -> ProcessJit {
             Err(e) => MapState::Failed(e),
         },
         attach,
+        not_asked: false,
+        preserves_fp: t.preserves_fp,
+    }
+}
+
+/// A tracked process whose turn came after the deadline: only what was
+/// read at its exit; a JVM is not asked.
+fn skip(pid: u32, t: Tracked, end: &End<'_>) -> ProcessJit {
+    let not_asked = end.attach && is_alive(pid, &t) && matches!(t.runtime, Runtime::HotSpot(_));
+    let map = match (t.at_exit, t.source) {
+        (Some(Ok(map)), _) => MapState::Read(map),
+        (Some(Err(e)), _) | (None, Err(e)) => MapState::Failed(e),
+        (None, Ok(source)) => MapState::Failed(PerfMapError::Skipped {
+            pid,
+            path: source.display_path(),
+            reason: "the time for the end of the recording ran out".into(),
+        }),
+    };
+    ProcessJit {
+        name: t.name,
+        runtime: t.runtime,
+        map,
+        attach: None,
+        not_asked,
         preserves_fp: t.preserves_fp,
     }
 }
@@ -291,7 +388,7 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// A tracked process's perf map at the end of the recording.
 #[derive(Debug)]
 enum MapState {
-    Read(PerfMap),
+    Read(Arc<PerfMap>),
     /// Handed to the symbolizer.
     Installed,
     Failed(PerfMapError),
@@ -305,6 +402,8 @@ struct ProcessJit {
     map: MapState,
     /// The HotSpot attach, when one was made.
     attach: Option<Result<(), AttachError>>,
+    /// A live JVM that was not asked: the time ran out before its turn.
+    not_asked: bool,
     /// HotSpot: started with `-XX:+PreserveFramePointer`.
     preserves_fp: Option<bool>,
 }
@@ -317,6 +416,10 @@ impl ProcessJit {
             (MapState::Read(_) | MapState::Installed, _) => {
                 "its perf map does not name that code (generated after the map was written, \
                  or freed before)"
+                    .to_string()
+            }
+            (MapState::Failed(PerfMapError::Missing { .. }), _) if self.not_asked => {
+                "no perf map: the JVM was not asked, the time ran out (see the warning above)"
                     .to_string()
             }
             (MapState::Failed(PerfMapError::Missing { .. }), Some(Err(_))) => {
@@ -335,6 +438,8 @@ impl ProcessJit {
 #[derive(Debug, Default)]
 pub struct JitMaps {
     procs: BTreeMap<u32, ProcessJit>,
+    /// The time the end of the recording had ([`JitOptions::budget`]).
+    budget: Duration,
 }
 
 impl JitMaps {
@@ -352,15 +457,53 @@ impl JitMaps {
     }
 
     /// One warning line per JVM that did not write its perf map on
-    /// request (the error names the pid and what to do).
+    /// request (the error names the pid and what to do), except those that
+    /// did not answer in time or were not asked: one line names them all;
+    /// and one line for perf maps not read (budget, time).
     pub fn warnings(&self) -> Vec<String> {
-        self.procs
-            .values()
-            .filter_map(|p| match &p.attach {
-                Some(Err(e)) => Some(format!("warning: {e}; its JIT frames stay [anon]")),
+        let mut out = Vec::new();
+        let mut silent = Vec::new();
+        for (&pid, p) in &self.procs {
+            match &p.attach {
+                Some(Err(e)) if e.is_no_answer() => silent.push(pid),
+                Some(Err(e)) => out.push(format!("warning: {e}; its JIT frames stay [anon]")),
+                _ if p.not_asked => silent.push(pid),
+                _ => {}
+            }
+        }
+        if !silent.is_empty() {
+            out.push(format!(
+                "warning: {} JVMs did not answer the perf-map request within {:.1} s after \
+                 sampling stopped, so their JIT frames stay [anon] (hung, or not JVMs): pids {}",
+                silent.len(),
+                self.budget.as_secs_f64(),
+                pid_list(&silent)
+            ));
+        }
+        let skipped: Vec<(u32, &str)> = self
+            .procs
+            .iter()
+            .filter_map(|(&pid, p)| match &p.map {
+                MapState::Failed(PerfMapError::Skipped { reason, .. }) => {
+                    Some((pid, reason.as_str()))
+                }
                 _ => None,
             })
-            .collect()
+            .collect();
+        if !skipped.is_empty() {
+            let mut reasons: Vec<&str> = skipped.iter().map(|(_, r)| *r).collect();
+            reasons.sort_unstable();
+            reasons.dedup();
+            let pids: Vec<u32> = skipped.iter().map(|(pid, _)| *pid).collect();
+            out.push(format!(
+                "warning: the perf maps of {} processes were not read ({}), so their JIT frames \
+                 stay [anon]: pids {}",
+                pids.len(),
+                reasons.join("; "),
+                pid_list(&pids)
+            ));
+        }
+        out
     }
 
     /// Stack-quality lines: per process, the share of its samples with
@@ -390,6 +533,15 @@ impl JitMaps {
             }
         }
         out
+    }
+}
+
+/// Pids for a message: all of them up to 20, then how many more.
+fn pid_list(pids: &[u32]) -> String {
+    let shown: Vec<String> = pids.iter().take(20).map(u32::to_string).collect();
+    match pids.len().saturating_sub(20) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
     }
 }
 

@@ -37,8 +37,9 @@ pub struct Symbolizer {
     blaze: Blaze,
     kernel: HashMap<u64, Option<Vec<Line>>>,
     user: HashMap<(FileKey, u64), Option<Vec<Line>>>,
-    /// Perf maps by pid, with the language of their runtime.
-    perf_maps: HashMap<u32, (PerfMap, Language)>,
+    /// Perf maps by pid, with the language of their runtime (one map may
+    /// be shared by processes: hard links).
+    perf_maps: HashMap<u32, (Arc<PerfMap>, Language)>,
     /// JIT addresses by (pid, address).
     jit: HashMap<(u32, u64), Option<Line>>,
     /// Functions known from CFI, per binary, read when first needed.
@@ -87,9 +88,9 @@ impl Symbolizer {
 
     /// Learns the perf map of process `pid`, whose names are in `language`
     /// (`Language::Unknown`: their shape decides).
-    pub fn add_perf_map(&mut self, pid: u32, map: PerfMap, language: Language) {
+    pub fn add_perf_map(&mut self, pid: u32, map: impl Into<Arc<PerfMap>>, language: Language) {
         self.jit.retain(|(p, _), _| *p != pid);
-        self.perf_maps.insert(pid, (map, language));
+        self.perf_maps.insert(pid, (map.into(), language));
     }
 
     /// Names addresses in JIT code of `pid` (anonymous executable memory)

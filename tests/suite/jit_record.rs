@@ -466,3 +466,142 @@ fn no_jit_attach_leaves_the_jvm_alone() {
         "{stderr}"
     );
 }
+
+/// Files in /tmp removed when dropped.
+struct RemoveAll(Vec<PathBuf>);
+impl Drop for RemoveAll {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Eight processes that look like JVMs to anyone (comm `java`, a
+/// `libjvm.so` mapped, JIT code running, a `/tmp/.java_pid<pid>` socket
+/// that accepts and never answers), which any user can start: a
+/// whole-machine recording of 2 s still ends about a second after its
+/// duration (one deadline for all end-of-recording work, instead of 10 s
+/// of reply timeout per batch), and one summary line names them all.
+#[test]
+fn fake_jvms_that_never_answer_cannot_hold_a_recording() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = build_c("fakejit.c", "fakejit", FP_FLAGS);
+    let home = tempfile::tempdir().unwrap();
+    let server = home.path().join("lib/server");
+    std::fs::create_dir_all(&server).unwrap();
+    std::fs::copy(&bin, server.join("libjvm.so")).unwrap();
+    let jvms: Vec<Handshake> = (0..8)
+        .map(|_| Handshake::start(&bin, &["jvm", server.to_str().unwrap()]))
+        .collect();
+    let pids: Vec<String> = jvms.iter().map(Handshake::pid).collect();
+    let _sockets = RemoveAll(
+        pids.iter()
+            .flat_map(|p| {
+                [
+                    PathBuf::from(format!("/tmp/.java_pid{p}")),
+                    PathBuf::from(format!("/tmp/.attach_pid{p}")),
+                ]
+            })
+            .collect(),
+    );
+    for p in &pids {
+        assert_eq!(
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .unwrap()
+                .trim(),
+            "java"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.folded");
+    let started = Instant::now();
+    let out = run(&["record", "-a", "-d", "2s", "-o", path.to_str().unwrap()]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    // Generous: 2 s recorded, 1 s for the end, slack for a loaded machine
+    // (it took 12 s and more).
+    let bound =
+        Duration::from_secs(2) + flameprobe::jit::tracker::END_BUDGET + Duration::from_secs(4);
+    assert!(took < bound, "took {took:?}: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("JVMs did not answer"))
+        .unwrap_or_else(|| panic!("no summary line names the JVMs: {err}"));
+    for p in &pids {
+        assert!(line.contains(p.as_str()), "pid {p} not named: {line}");
+    }
+    assert_eq!(
+        err.matches("did not answer").count(),
+        1,
+        "one line for all of them: {err}"
+    );
+}
+
+/// One big perf map hard-linked into several processes (each its own
+/// `/tmp/perf-<pid>.map`): it is read once (the -v count of files read),
+/// and every process's JIT frames are named from it.
+#[test]
+fn a_perf_map_hard_linked_into_many_processes_is_read_once() {
+    require_root!();
+    let _cpu = shared_cpu();
+    let bin = build_c("fakejit.c", "fakejit", FP_FLAGS);
+    let procs: Vec<Handshake> = (0..4).map(|_| Handshake::start(&bin, &[])).collect();
+    let pids: Vec<String> = procs.iter().map(Handshake::pid).collect();
+    // About 4 MiB of other entries (parsed well within the end's time in
+    // a debug build), and the code all of them run.
+    let map = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(map.as_file());
+        for i in 0..100_000u64 {
+            writeln!(
+                w,
+                "{:x} 10 filler_function_number_{i}",
+                0x2000_0000_0000u64 + i * 16
+            )
+            .unwrap();
+        }
+        writeln!(w, "10000000000 c spin_jit").unwrap();
+        w.flush().unwrap();
+    }
+    let links: Vec<PathBuf> = pids
+        .iter()
+        .map(|p| PathBuf::from(format!("/tmp/perf-{p}.map")))
+        .collect();
+    let _links = RemoveAll(links.clone());
+    for l in &links {
+        let _ = std::fs::remove_file(l);
+        std::fs::hard_link(map.path(), l).unwrap();
+    }
+    let (folded, stderr) = record_folded(&pids.join(","), 2, &["-v"]);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("perf maps of"))
+        .unwrap_or_else(|| panic!("no perf-map line with -v: {stderr}"));
+    assert!(line.contains("perf maps of 4 processes"), "{line}");
+    assert!(
+        line.contains(": 1 files read"),
+        "read more than once: {line}"
+    );
+    assert!(line.contains("3 reads shared by dev/inode"), "{line}");
+    for p in &pids {
+        assert!(
+            folded
+                .keys()
+                .any(|s| s.starts_with(&format!("[{p}]")) && s.contains("spin_jit")),
+            "pid {p}: no JIT frame named from the map: {folded:?}"
+        );
+    }
+    let unnamed: u64 = folded
+        .iter()
+        .filter(|(s, _)| s.contains("[anon]"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        unnamed * 10 < total(&folded),
+        "JIT frames unnamed: {folded:?}"
+    );
+}
