@@ -3,7 +3,9 @@
 //! and JIT code (addresses in a process's anonymous executable memory)
 //! through that process's perf map, its names cleaned by `jit::names`.
 //!
-//! Where ELF symbols and DWARF are missing, a binary still names its code:
+//! Go binaries are named from their own table, `.gopclntab` ([`gopclntab`]),
+//! which stripping keeps. Where ELF symbols and DWARF are missing, a binary
+//! still names its code:
 //! the vDSO is read from flameprobe's own mapping ([`vdso`]), and code no
 //! symbol covers is named after the start of the function its CFI
 //! describes (`binary+0xSTART`, [`functions`]), so all samples of one
@@ -15,6 +17,7 @@
 
 pub mod demangle;
 pub mod functions;
+pub mod gopclntab;
 pub mod vdso;
 
 use std::collections::HashMap;
@@ -26,6 +29,7 @@ use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 
 use self::functions::Functions;
+use self::gopclntab::GoTable;
 
 use crate::jit::names::{self, Language};
 use crate::jit::perfmap::{NameId, PerfMap};
@@ -44,6 +48,8 @@ pub struct Symbolizer {
     jit: HashMap<(u32, u64), Option<Line>>,
     /// Functions known from CFI, per binary, read when first needed.
     functions: HashMap<FileKey, Arc<Functions>>,
+    /// Go symbol tables, per binary (`None`: not a Go binary).
+    go: HashMap<FileKey, Option<Arc<GoTable>>>,
     /// The vDSO image (once tried) and its offsets looked up.
     vdso_image: Option<Option<File>>,
     vdso: HashMap<u64, Option<Vec<Line>>>,
@@ -69,6 +75,7 @@ impl Symbolizer {
             perf_maps: HashMap::new(),
             jit: HashMap::new(),
             functions: HashMap::new(),
+            go: HashMap::new(),
             vdso_image: None,
             vdso: HashMap::new(),
         }
@@ -141,15 +148,34 @@ impl Symbolizer {
         }
     }
 
-    /// Symbolizes file offsets of one binary in one batch. An offset no
-    /// symbol covers is named after the start of the function (FDE) that
-    /// holds it, `binary+0xSTART`; only one outside every FDE stays
-    /// unnamed (the caller's `binary+0xOFFSET`).
+    /// Symbolizes file offsets of one binary in one batch: Go code from
+    /// the binary's `.gopclntab` (stripped or not, inlined Go functions
+    /// included), the rest from ELF symbols and DWARF. An offset no symbol
+    /// covers is named after the start of the function (FDE) that holds
+    /// it, `binary+0xSTART`; only one outside every FDE stays unnamed (the
+    /// caller's `binary+0xOFFSET`).
     pub fn prepare_module(&mut self, module: &Arc<ModuleFile>, offsets: &[u64]) {
         let key = module.key;
-        let todo = missing(offsets, |o| self.user.contains_key(&(key, *o)));
+        let mut todo = missing(offsets, |o| self.user.contains_key(&(key, *o)));
         if todo.is_empty() {
             return;
+        }
+        let go = self
+            .go
+            .entry(key)
+            .or_insert_with(|| GoTable::load(module).map(Arc::new))
+            .clone();
+        if let Some(go) = go {
+            todo.retain(|off| match go.lookup(*off) {
+                Some(lines) => {
+                    self.user.insert((key, *off), Some(lines));
+                    false
+                }
+                None => true,
+            });
+            if todo.is_empty() {
+                return;
+            }
         }
         let results = self.symbolize_elf(&module.fd_path(), &todo, &module.path);
         for (off, lines) in todo.iter().zip(results) {

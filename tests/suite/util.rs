@@ -111,6 +111,40 @@ pub fn build_rust(source: &str, out_name: &str) -> PathBuf {
     out
 }
 
+/// Builds `tests/targets/<source>` (Go) with `go build` and `flags` (such
+/// as `-ldflags=-s -w`) into a cached binary under target/test-targets;
+/// the Go caches stay under target/ too.
+pub fn build_go(source: &str, out_name: &str, flags: &[&str]) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = repo_root().join("target/test-targets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(out_name);
+    let src = repo_root().join("tests/targets").join(source);
+    let fresh = out.exists()
+        && std::fs::metadata(&out).unwrap().modified().unwrap()
+            >= std::fs::metadata(&src).unwrap().modified().unwrap();
+    if !fresh {
+        let tmp = dir.join(format!(".{out_name}.tmp"));
+        let home = dir.join("go-home");
+        let status = Command::new("go")
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(&tmp)
+            .arg(&src)
+            .env("HOME", &home)
+            .env("GOCACHE", home.join("cache"))
+            .env("GOPATH", home.join("path"))
+            .env("GO111MODULE", "off")
+            .env("CGO_ENABLED", "0")
+            .status()
+            .expect("running `go build` (apt-get install golang-go)");
+        assert!(status.success(), "building {source} failed");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
 /// Compiles `tests/targets/<source>` (Java) with `javac` into a cached
 /// class directory under target/test-targets; returns that directory
 /// (readable by every user, for targets run as another user).
